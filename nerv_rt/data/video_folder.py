@@ -1,0 +1,74 @@
+"""Any folder of videos as clips of T frames at res x res in [-1, 1].
+
+Labels come from the first folder level (UCF-101 layout: <root>/<Class>/<video>.avi); videos
+directly in the root get label 0. Clip positions are chosen by the caller (the training loop's
+seeded generator), so that data-parallel ranks agree on one global batch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import NervError
+from ..runtime.video_io import count_frames, read_video
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def list_videos(root: str | Path) -> list[Path]:
+    """Every video file under `root`, sorted; a clear error when there are none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NervError(f"{root}: data folder does not exist")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    if not paths:
+        raise NervError(f"{root}: no videos found (looked for {', '.join(VIDEO_EXTENSIONS)})")
+    return paths
+
+
+class VideoFolder:
+    def __init__(self, root: str | Path, frames: int, res: int, cache: bool = True):
+        root = Path(root)
+        paths = list_videos(root)
+        self.root, self.frames, self.res = root, frames, res
+        self.paths = paths
+        self.classes = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.labels = [index.get(p.relative_to(root).parts[0], 0) if len(p.relative_to(root).parts) > 1 else 0
+                       for p in paths]
+        self.lengths = [count_frames(p) for p in paths]  # also catches unreadable files up front
+        for p, n in zip(paths, self.lengths):
+            if n < frames:
+                raise NervError(f"{p}: {n} frames, but clips need {frames} (--frames)")
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    @property
+    def num_classes(self) -> int:
+        return max(1, len(self.classes))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _frames(self, i: int, start: int) -> np.ndarray:
+        if self._cache is None:
+            return read_video(self.paths[i], start, self.frames, self.res)
+        if i not in self._cache:
+            self._cache[i] = read_video(self.paths[i], 0, None, self.res)
+        return self._cache[i][start:start + self.frames]
+
+    def clip(self, i: int, start_fraction: float) -> torch.Tensor:
+        """Clip of video i starting at start_fraction (in [0, 1)) of its valid start range.
+
+        Returns float (T, 3, res, res) in [-1, 1]."""
+        start = int(start_fraction * (self.lengths[i] - self.frames + 1))
+        frames = self._frames(i, start)
+        if len(frames) < self.frames:
+            raise NervError(f"{self.paths[i]}: decoded {len(frames)} frames from {start}, clips need {self.frames}")
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    def batch(self, indices, start_fractions) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack clips: (B, T, 3, res, res) and labels (B,)."""
+        videos = torch.stack([self.clip(int(i), float(s)) for i, s in zip(indices, start_fractions)])
+        return videos, torch.tensor([self.labels[int(i)] for i in indices])

@@ -1,0 +1,1 @@
+"""Training NeRV-VAE and the implicit DiT (single process or torchrun / DDP)."""

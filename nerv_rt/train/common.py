@@ -1,0 +1,135 @@
+"""What both trainers share: devices, DDP setup and sharding, seeded global draws, EMA, CSV log, progress."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import NervError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NervError("--device cuda: no CUDA GPU is available")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a (possibly single-process) data-parallel run."""
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's equal slice of a global batch drawn identically on every rank."""
+        per = x.shape[0] // self.world
+        return x[self.rank * per:(self.rank + 1) * per]
+
+
+def setup(device: str, batch: int) -> Dist:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(device=pick_device(device))
+    if batch % world:
+        raise NervError(f"--batch {batch} must be divisible by the {world} processes")
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return Dist(rank=rank, world=world, device=dev)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
+    if d.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator for one step's global draws: the same on every rank, and on resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
+    """Linear warm-up, then cosine decay to 10% of the base rate."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item()))
+
+
+class CsvLog:
+    """Append-only CSV of training scalars; one row per logged step (rank 0 only)."""
+
+    def __init__(self, path: Path | None, fields: list[str], resume: bool):
+        self.path, self.fields = path, ["step", "time_s", *fields]
+        self.start = time.time()
+        if path is not None and not (resume and path.exists()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([step, f"{time.time() - self.start:.1f}", *(f"{values[k]:.6g}" for k in self.fields[2:])])
+
+
+def progress_bar(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    disable=not enabled, transient=False)
+
+
+def check_out_path(out: Path, resume: bool) -> None:
+    if out.exists() and not resume:
+        raise NervError(f"{out} exists; pass --resume to continue it or choose another --out")
+    if resume and not out.exists():
+        raise NervError(f"--resume: {out} does not exist")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise NervError(f"{out}: folder {parent} does not exist")

@@ -1,0 +1,147 @@
+"""Implicit-DiT training on weight tokens from a frozen NeRV-VAE.
+
+Min-SNR-gamma weighted eps-prediction, scheduled sampling (0 -> 0.5 over the first 30% of steps),
+EMA, 10% class dropout for classifier-free guidance.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .. import checkpoint as ckpt_io
+from ..data.video_folder import VideoFolder
+from ..diffusion.schedule import NUM_TIMESTEPS, alphas_cumprod, linear_betas, min_snr_weights
+from ..diffusion.training import scheduled_sampling_inputs, scheduled_sampling_prob
+from ..errors import NervError
+from ..models.dit import ImplicitDiT
+from .common import (CsvLog, Dist, autocast, check_out_path, ema_update, lr_at, progress_bar, setup,
+                     step_generator, teardown, unwrap, wrap_ddp)
+
+
+@dataclass
+class DiTTrainConfig:
+    steps: int = 4000
+    batch: int = 64  # global batch of token sets, split evenly over DDP processes
+    lr: float = 2e-4
+    ema: float = 0.9999
+    min_snr_gamma: float = 5.0
+    class_dropout: float = 0.1
+    scheduled_sampling: float = 0.5  # final probability of feeding the model its own estimate
+    scheduled_ramp: float = 0.3  # ... reached after this fraction of the steps
+    clips_per_video: int = 4  # token sets cached per video (random clip positions)
+    ckpt_every: int = 500
+    seed: int = 0
+
+
+@torch.no_grad()
+def encode_dataset(vae, data: VideoFolder, clips_per_video: int, seed: int, device: torch.device,
+                   bar=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Posterior (mean, std) of `clips_per_video` random clips of every video, and their labels."""
+    g = torch.Generator().manual_seed(seed)
+    means, stds, labels = [], [], []
+    task = bar.add_task("encode clips", total=len(data) * clips_per_video, status="") if bar else None
+    for i in range(len(data)):
+        for s in torch.rand(clips_per_video, generator=g):
+            video, label = data.batch([i], [float(s)])
+            mean, logvar = vae.encoder(video.to(device))
+            means.append(mean[0].cpu())
+            stds.append((0.5 * logvar[0]).exp().cpu())
+            labels.append(int(label[0]))
+            if bar:
+                bar.update(task, advance=1)
+    return torch.stack(means), torch.stack(stds), torch.tensor(labels)
+
+
+def token_std(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
+    """Per-dimension std of posterior samples: sqrt(Var[mean] + E[std^2]) over clips and tokens.  -> (d_z,)"""
+    var = means.flatten(0, 1).var(dim=0) + stds.flatten(0, 1).pow(2).mean(dim=0)
+    return var.sqrt().float()
+
+
+def train_dit(data_dir: Path, vae_path: Path, out: Path, cfg: DiTTrainConfig, device: str = "auto",
+              resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
+    d = setup(device, cfg.batch)
+    try:
+        if d.main:
+            check_out_path(out, resume)
+        base = ckpt_io.load(vae_path)
+        data = VideoFolder(data_dir, base.config.frames, base.config.res)
+        if data.num_classes != base.config.num_classes:
+            raise NervError(f"{data_dir} has {data.num_classes} classes but the VAE was trained with "
+                            f"{base.config.num_classes}")
+        return _train(data, base, out, cfg, d, resume, log, show_progress)
+    finally:
+        teardown()
+
+
+def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrainConfig, d: Dist, resume: bool,
+           log: Path | None, show_progress: bool) -> ckpt_io.Checkpoint:
+    model_cfg = base.config
+    vae, _ = ckpt_io.build_models(replace(base, dit=None, ema=None), d.device)
+    torch.manual_seed(cfg.seed)
+    dit = ImplicitDiT(model_cfg).to(d.device)
+    ema = copy.deepcopy(dit).requires_grad_(False)
+    opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=0.0)
+    start = 0
+    if resume:
+        state = ckpt_io.load(out)
+        dit.load_state_dict(state.dit)
+        ema.load_state_dict(state.ema)
+        opt.load_state_dict(state.train_state["optim"])
+        start = int(state.train_state["step"])
+    abar = torch.from_numpy(alphas_cumprod(linear_betas())).float().to(d.device)
+    snr_w = torch.from_numpy(min_snr_weights(alphas_cumprod(linear_betas()), cfg.min_snr_gamma)).float().to(d.device)
+    dit_ddp = wrap_ddp(dit, d)
+    csv_log = CsvLog(log if d.main else None, ["loss", "ss_prob", "lr"], resume)
+
+    with progress_bar(d.main and show_progress) as bar:
+        means, stds, labels = encode_dataset(vae, data, cfg.clips_per_video, cfg.seed, d.device, bar)
+        tstd = token_std(means, stds)
+        means, stds = (means / tstd).to(d.device), (stds / tstd).to(d.device)  # normalized token space
+
+        def save(step: int) -> ckpt_io.Checkpoint:
+            cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
+            ck = ckpt_io.Checkpoint(config=model_cfg, vae=base.vae, dit=cpu(dit), ema=cpu(ema), token_std=tstd,
+                                    train_state={"kind": "dit", "step": step, "optim": opt.state_dict(),
+                                                 "train_config": asdict(cfg)})
+            if d.main:
+                ckpt_io.save(ck, out)
+            return ck
+
+        ck = None
+        task = bar.add_task("train dit", total=cfg.steps, completed=start, status="")
+        for step in range(start, cfg.steps):
+            g = step_generator(cfg.seed, step)
+            idx = torch.randint(len(means), (cfg.batch,), generator=g)
+            z_noise = torch.randn(cfg.batch, model_cfg.tokens, model_cfg.token_dim, generator=g)
+            t = torch.randint(NUM_TIMESTEPS, (cfg.batch,), generator=g)
+            noise = torch.randn(cfg.batch, model_cfg.tokens, model_cfg.token_dim, generator=g)
+            drop = torch.rand(cfg.batch, generator=g) < cfg.class_dropout
+            p_own = scheduled_sampling_prob(step, cfg.steps, cfg.scheduled_sampling, cfg.scheduled_ramp)
+            own = torch.rand(cfg.batch, generator=g) < p_own
+            idx, z_noise, t, noise, drop, own = (d.shard(x).to(d.device) for x in (idx, z_noise, t, noise, drop, own))
+            x0 = means[idx] + stds[idx] * z_noise  # a posterior sample, normalized
+            y = torch.where(drop, torch.full_like(labels[idx.cpu()], model_cfg.num_classes),
+                            labels[idx.cpu()]).to(d.device)
+            lr = lr_at(step, cfg.steps, cfg.lr)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast(d.device):
+                x_t, target = scheduled_sampling_inputs(unwrap(dit_ddp), x0, t, noise, y, abar, own)
+                eps = dit_ddp(x_t, t.float(), y)
+                per_sample = (eps.float() - target).pow(2).flatten(1).mean(1)
+                loss = (snr_w[t] * per_sample).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+            opt.step()
+            ema_update(ema, dit, cfg.ema)
+            if d.main:
+                csv_log.write(step + 1, {"loss": loss.item(), "ss_prob": p_own, "lr": lr})
+            bar.update(task, advance=1, status=f"loss {loss.item():.4f}")
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                ck = save(step + 1)
+    return ck if ck is not None else ckpt_io.load(out)

@@ -1,0 +1,140 @@
+"""NeRV-VAE training: L2 + perceptual + hinge GAN (after a warm-up) + KL."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoint as ckpt_io
+from ..data.video_folder import VideoFolder
+from ..models.hyper_ae import NeRVVAE, kl_divergence
+from ..models.presets import ModelConfig
+from ..runtime.frames import frame_times
+from .common import (CsvLog, Dist, autocast, check_out_path, lr_at, progress_bar, setup, step_generator, teardown,
+                     unwrap, wrap_ddp)
+from .losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, perceptual_loss
+
+
+@dataclass
+class VAETrainConfig:
+    steps: int = 2000
+    batch: int = 8  # global batch of clips, split evenly over DDP processes
+    frames_per_step: int = 4  # the decoder is time-queried: supervise a random subset of each clip's frames
+    lr: float = 3e-4
+    kl_weight: float = 1e-6  # on the KL summed over tokens (the L2 term is a per-pixel mean)
+    perceptual_weight: float = 0.5
+    gan_weight: float = 0.05
+    gan_start: float = 0.6  # fraction of steps before the discriminator joins (warm-up)
+    ckpt_every: int = 250
+    seed: int = 0
+    lpips: str | None = None  # local TorchScript LPIPS file; None = weight-free substitute
+
+
+def _init_from(model: torch.nn.Module, path: Path) -> int:
+    """Copy every same-named, same-shaped tensor of another checkpoint's VAE (e.g. 128 -> 256)."""
+    src = ckpt_io.load(path).vae
+    own = model.state_dict()
+    matched = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    return len(matched)
+
+
+def train_vae(data_dir: Path, out: Path, model_cfg: ModelConfig, cfg: VAETrainConfig, device: str = "auto",
+              resume: bool = False, init: Path | None = None, log: Path | None = None,
+              show_progress: bool = True) -> ckpt_io.Checkpoint:
+    d = setup(device, cfg.batch)
+    try:
+        if d.main:
+            check_out_path(out, resume)
+        data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
+        model_cfg = replace(model_cfg, num_classes=data.num_classes)
+        return _train(data, out, model_cfg, cfg, d, resume, init, log, show_progress)
+    finally:
+        teardown()
+
+
+def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainConfig, d: Dist, resume: bool,
+           init: Path | None, log: Path | None, show_progress: bool) -> ckpt_io.Checkpoint:
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    vae, disc = NeRVVAE(model_cfg).to(d.device), PatchDiscriminator().to(d.device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
+    start = 0
+    if resume:
+        state = ckpt_io.load(out)
+        vae.load_state_dict(state.vae)
+        ts = state.train_state
+        disc.load_state_dict(ts["disc"])
+        opt.load_state_dict(ts["optim"])
+        disc_opt.load_state_dict(ts["disc_optim"])
+        start = int(ts["step"])
+    elif init is not None:
+        _init_from(vae, init)
+    perceptual = perceptual_loss(cfg.lpips).to(d.device)
+    vae_ddp, disc_ddp = wrap_ddp(vae, d), wrap_ddp(disc, d)
+    times = torch.from_numpy(frame_times(model_cfg.frames)).to(d.device)
+    gan_start = int(cfg.gan_start * cfg.steps)
+    csv_log = CsvLog(log if d.main else None, ["loss", "l2", "perceptual", "kl", "g_loss", "d_loss", "lr"], resume)
+
+    def save(step: int) -> ckpt_io.Checkpoint:
+        ck = ckpt_io.Checkpoint(config=model_cfg, vae={k: v.detach().cpu() for k, v in vae.state_dict().items()},
+                                train_state={"kind": "vae", "step": step, "optim": opt.state_dict(),
+                                             "disc": disc.state_dict(), "disc_optim": disc_opt.state_dict(),
+                                             "train_config": asdict(cfg)})
+        if d.main:
+            ckpt_io.save(ck, out)
+        return ck
+
+    ck = None
+    with progress_bar(d.main and show_progress) as bar:
+        task = bar.add_task("train vae", total=cfg.steps, completed=start, status="")
+        for step in range(start, cfg.steps):
+            g = step_generator(cfg.seed, step)
+            idx = torch.randint(len(data), (cfg.batch,), generator=g)
+            starts = torch.rand(cfg.batch, generator=g)
+            frame_idx = torch.randperm(model_cfg.frames, generator=g)[:cfg.frames_per_step].sort().values
+            noise = torch.randn(cfg.batch, model_cfg.tokens, model_cfg.token_dim, generator=g)
+            videos, _ = data.batch(d.shard(idx), d.shard(starts))
+            videos, noise = videos.to(d.device), d.shard(noise).to(d.device)
+            target = videos[:, frame_idx.to(d.device)]  # (b, K, 3, H, W)
+            lr = lr_at(step, cfg.steps, cfg.lr)
+            for group in (*opt.param_groups, *disc_opt.param_groups):
+                group["lr"] = lr
+            use_gan = step >= gan_start and cfg.gan_weight > 0
+
+            with autocast(d.device):
+                recon, mean, logvar = vae_ddp(videos, times[frame_idx.to(d.device)], noise)
+                fake, real = recon.flatten(0, 1), target.flatten(0, 1)
+                l2 = F.mse_loss(recon.float(), target)
+                perc = perceptual(fake.float(), real)
+                kl = kl_divergence(mean.float(), logvar.float())
+                loss = l2 + cfg.perceptual_weight * perc + cfg.kl_weight * kl
+                g_loss = torch.zeros((), device=d.device)
+                if use_gan:
+                    disc.requires_grad_(False)  # generator step: no discriminator gradients
+                    g_loss = hinge_g_loss(disc(fake))
+                    disc.requires_grad_(True)
+                    loss = loss + cfg.gan_weight * g_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+
+            d_loss = torch.zeros(())
+            if use_gan:
+                with autocast(d.device):
+                    d_loss = hinge_d_loss(disc_ddp(real), disc_ddp(fake.detach()))
+                disc_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                disc_opt.step()
+
+            values = {"loss": loss.item(), "l2": l2.item(), "perceptual": perc.item(), "kl": kl.item(),
+                      "g_loss": g_loss.item(), "d_loss": d_loss.item(), "lr": lr}
+            if d.main:
+                csv_log.write(step + 1, values)
+            bar.update(task, advance=1, status=f"loss {values['loss']:.4f} l2 {values['l2']:.4f}")
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                ck = save(step + 1)
+    return ck if ck is not None else ckpt_io.load(out)
