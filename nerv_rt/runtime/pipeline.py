@@ -1,0 +1,187 @@
+"""`Pipeline`: weight tokens from noise with the DiT, then frames from tokens with the NeRV decoder.
+
+    pipe = Pipeline.load("default")                 # or a checkpoint, or an export folder
+    video = pipe.generate(frames=16, seed=0)        # uint8 [n, F, H, W, 3]
+
+A pipeline holds one model per resolution of its source; each runs on one backend. With
+an export folder and onnxruntime this module never imports torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..diffusion import SAMPLERS
+from ..engines.base import Array, Backend, open_backend
+from ..errors import NervError
+from ..models.presets import ModelConfig
+from .frames import frame_times, to_uint8
+from .sampling import DeviceInputs, SamplerInputs, denoise, prepare_inputs
+from .sources import DEFAULT, ModelSource, resolve
+
+MAX_FRAMES = 4096  # frames per generated video; memory stays flat (chunked decode) but the output array grows
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 2.0
+
+
+@dataclass
+class _Model:
+    """One resolution: its config, backend, engines and token scale."""
+    source: ModelSource
+    backend: Backend
+    token_std: Array  # (d_z,) on the backend
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.source.config
+
+    def __post_init__(self) -> None:
+        self._engines: dict = {}
+        self._captured = None
+
+    def engine(self, graph: str):
+        if graph not in self._engines:
+            self._engines[graph] = self.backend.engine(graph)
+        return self._engines[graph]
+
+    def captured(self):
+        if self._captured is None:
+            from .captured import CapturedSampler
+
+            self._captured = CapturedSampler(self.backend, self.engine("dit"))
+        return self._captured
+
+
+def _token_std(source: ModelSource) -> np.ndarray:
+    if source.kind == "export":
+        std = source.manifest.get("token_std")
+    else:
+        from ..checkpoint import load
+
+        t = load(source.path).token_std
+        std = None if t is None else t.numpy()
+    return np.ones(source.config.token_dim, np.float32) if std is None else np.asarray(std, np.float32)
+
+
+class Pipeline:
+    def __init__(self, models: list[_Model]):
+        self.models = {m.config.res: m for m in models}
+        first = models[0].backend
+        self.backend_name, self.device = first.name, first.device
+
+    @classmethod
+    def load(cls, source: str | Path = DEFAULT, backend: str = "auto", device: str = "auto",
+             precision: str = "fp32") -> "Pipeline":
+        """Open `source` ('default', a checkpoint .pt / folder, an export folder, or a folder of
+        those per resolution) on `backend` (auto | torch | torch-cudagraph | onnxruntime | tensorrt)."""
+        models = []
+        for src in resolve(source):
+            be = open_backend(backend, src, device, precision)
+            models.append(_Model(src, be, be.asarray(_token_std(src))))
+        return cls(models)
+
+    @property
+    def resolutions(self) -> list[int]:
+        return sorted(self.models)
+
+    def model(self, res: int | None = None) -> _Model:
+        if res is None:
+            return self.models[self.resolutions[0]]
+        if res not in self.models:
+            raise NervError(f"--res {res} is not available; this model has {', '.join(map(str, self.resolutions))}")
+        return self.models[res]
+
+    # ----------------------------------------------------------------------------------------
+
+    def generate(self, frames: int = 16, res: int | None = None, n: int = 1, class_label: int | None = None,
+                 steps: int = DEFAULT_STEPS, sampler: str = "ddim", guidance: float = DEFAULT_GUIDANCE,
+                 eta: float = 0.0, seed: int = 0, chunk: int = 16,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Sample n videos of `frames` frames; uint8 [n, frames, res, res, 3]."""
+        self.check_frames(frames)
+        tokens = self.sample_tokens(res, n, class_label, steps, sampler, guidance, eta, seed, progress)
+        return self.decode(tokens, frames, res, chunk)
+
+    def sample_tokens(self, res: int | None = None, n: int = 1, class_label: int | None = None,
+                      steps: int = DEFAULT_STEPS, sampler: str = "ddim", guidance: float = DEFAULT_GUIDANCE,
+                      eta: float = 0.0, seed: int = 0, progress: Callable[[int], None] | None = None) -> Array:
+        """Weight tokens (n, N, d_z) in the decoder's scale, as the backend's array type (device-resident
+        on GPU backends: hand them to `decode` without a host copy)."""
+        # 1. Check inputs
+        m = self.model(res)
+        cfg = m.config
+        if sampler not in SAMPLERS:
+            raise NervError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if not 1 <= steps <= 1000:
+            raise NervError(f"--steps must be in 1..1000, got {steps}")
+        if n < 1:
+            raise NervError(f"--n must be at least 1, got {n}")
+        if class_label is not None and not 0 <= class_label < cfg.num_classes:
+            raise NervError(f"--class must be in 0..{cfg.num_classes - 1}, got {class_label}")
+        if guidance < 0:
+            raise NervError(f"--guidance must be >= 0, got {guidance}")
+        # 2. Seeded host inputs: labels, x_T, per-step noise, coefficient table
+        host = prepare_inputs(seed, n, cfg.tokens, cfg.token_dim, cfg.num_classes, class_label, steps, sampler,
+                              eta, guidance)
+        # 3. Denoising loop: one captured CUDA graph, or step by step
+        if m.backend.can_capture:
+            x = m.captured()((n, steps, sampler, eta, guidance), host).clone()
+            if progress is not None:
+                progress(steps)
+        else:
+            x = denoise(m.engine("dit"), DeviceInputs.from_host(m.backend, host), guidance, progress)
+        # 4. Back to the decoder's token scale
+        return x * m.token_std
+
+    def decode(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
+               frame_t: np.ndarray | None = None) -> np.ndarray:
+        """Render tokens (n, N, d_z) to uint8 [n, F, H, W, 3], `chunk` frames per decoder call.
+
+        Frames are queried at evenly spaced times in [0, 1] (more frames than training interpolate);
+        pass `frame_t` to choose the times yourself (any floats, extrapolation included)."""
+        m = self.model(res)
+        times = frame_times(frames) if frame_t is None else np.asarray(frame_t, np.float32).reshape(-1)
+        self.check_frames(len(times))
+        if chunk < 1:
+            raise NervError(f"--chunk must be at least 1, got {chunk}")
+        if isinstance(tokens, np.ndarray):
+            tokens = m.backend.asarray(tokens.astype(np.float32))
+        decoder = m.engine("decoder")
+        n, res_ = tokens.shape[0], m.config.res
+        out = np.empty((n, len(times), res_, res_, 3), np.uint8)
+        for i in range(n):
+            for s in range(0, len(times), chunk):
+                t = m.backend.asarray(times[s:s + chunk])
+                frames_out = decoder(tokens=tokens[i:i + 1], frame_t=t)["frames"]
+                out[i, s:s + chunk] = to_uint8(m.backend.numpy(frames_out))
+        return out
+
+    def encode(self, video: np.ndarray, res: int | None = None) -> np.ndarray:
+        """Posterior-mean tokens of uint8 videos [n, T, H, W, 3] (T = the model's clip length,
+        H = W = res) -> float32 (n, N, d_z)."""
+        m = self.model(res)
+        cfg = m.config
+        video = np.asarray(video)
+        if video.ndim == 4:
+            video = video[None]
+        expected = (cfg.frames, cfg.res, cfg.res, 3)
+        if video.ndim != 5 or video.shape[1:] != expected:
+            raise NervError(f"encode expects videos [n, {cfg.frames}, {cfg.res}, {cfg.res}, 3], got {video.shape}")
+        encoder = m.engine("encoder")
+        tokens = []
+        for v in video:
+            x = (v.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)[None]  # (1, T, 3, H, W)
+            tokens.append(m.backend.numpy(encoder(video=m.backend.asarray(x))["mean"])[0].copy())
+        return np.stack(tokens)
+
+    @staticmethod
+    def check_frames(frames: int) -> None:
+        if not 1 <= frames <= MAX_FRAMES:
+            raise NervError(f"--frames must be in 1..{MAX_FRAMES}, got {frames}")
+
+    def synchronize(self) -> None:
+        for m in self.models.values():
+            m.backend.synchronize()

@@ -1,0 +1,152 @@
+"""Video files in and out: .mp4 (H.264 via PyAV), .gif (imageio) or a folder of .png frames.
+
+Writes are atomic: a temporary file or folder beside the target, renamed when complete.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NervError
+
+FORMATS = {".mp4": "H.264 video", ".gif": "animated GIF", "": "folder of PNG frames"}
+_CRF = {"high": "12", "normal": "18"}
+
+
+def output_paths(path: str | Path, n: int) -> list[Path]:
+    """Where `n` videos go: the path itself for one, `<stem>-<i><ext>` for several."""
+    path = Path(path)
+    if n == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(n)]
+
+
+def check_output_path(path: str | Path) -> None:
+    """Fail early, before any work, on an unknown extension or a missing / read-only folder."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        kinds = ", ".join(f"{k or '<folder>'} ({v})" for k, v in FORMATS.items())
+        raise NervError(f"{path}: unknown output extension {path.suffix!r}; use one of {kinds}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise NervError(f"{path}: folder {parent} does not exist")
+    try:  # a real probe: permission bits do not bind root, read-only mounts do
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".nerv-rt-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise NervError(f"{path}: folder {parent} is not writable ({e.strerror})") from None
+
+
+def save_video(video: np.ndarray, path: str | Path, fps: int = 8, quality: str = "normal") -> list[Path]:
+    """Write uint8 frames [F, H, W, 3] (or a batch [n, F, H, W, 3]) to `path`; returns the paths written.
+
+    The extension picks the format: .mp4 (H.264, yuv420p), .gif, or no extension for a folder of
+    frame_00000.png ... files. Several videos are written as <stem>-0<ext>, <stem>-1<ext>, ...
+    """
+    video = np.asarray(video)
+    if video.dtype != np.uint8 or video.ndim not in (4, 5) or video.shape[-1] != 3:
+        raise NervError(f"save_video expects uint8 [F, H, W, 3] or [n, F, H, W, 3], got {video.dtype} {video.shape}")
+    batch = video if video.ndim == 5 else video[None]
+    check_output_path(path)
+    paths = output_paths(path, len(batch))
+    for clip, p in zip(batch, paths):
+        _write_one(clip, p, fps, quality)
+    return paths
+
+
+def _write_one(clip: np.ndarray, path: Path, fps: int, quality: str) -> None:
+    suffix = path.suffix.lower()
+    if suffix == "":
+        tmp = Path(tempfile.mkdtemp(dir=path.parent or ".", prefix=f".{path.name}."))
+        try:
+            import imageio.v3 as iio
+
+            for k, frame in enumerate(clip):
+                iio.imwrite(tmp / f"frame_{k:05d}.png", frame)
+            if path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if suffix == ".mp4":
+            _write_mp4(clip, tmp, fps, quality)
+        else:
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, clip, extension=".gif", duration=1000 / fps, loop=0)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_mp4(clip: np.ndarray, path: Path, fps: int, quality: str) -> None:
+    import av
+
+    F, H, W, _ = clip.shape
+    if H % 2 or W % 2:
+        raise NervError(f"{path}: H.264 needs even frame sizes, got {W}x{H}")
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"crf": _CRF[quality], "preset": "medium"}
+        for frame in clip:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+
+
+def read_video(path: str | Path, start: int = 0, count: int | None = None, size: int | None = None) -> np.ndarray:
+    """Decode frames [start, start+count) of a video file as uint8 [F, H, W, 3].
+
+    With `size`, each frame is resized so its shorter side is `size`, then centre-cropped to size x size.
+    """
+    import av
+
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            for k, frame in enumerate(container.decode(video=0)):
+                if k < start:
+                    continue
+                if count is not None and len(frames) == count:
+                    break
+                frames.append(_resize_crop(frame, size) if size else frame.to_ndarray(format="rgb24"))
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise NervError(f"{path}: cannot decode video ({e})") from None
+    if not frames:
+        raise NervError(f"{path}: no video frames decoded")
+    return np.stack(frames)
+
+
+def _resize_crop(frame, size: int) -> np.ndarray:
+    w, h = frame.width, frame.height
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = frame.reformat(width=nw, height=nh, format="rgb24", interpolation="AREA").to_ndarray()
+    y0, x0 = (nh - size) // 2, (nw - size) // 2
+    return img[y0:y0 + size, x0:x0 + size]
+
+
+def count_frames(path: str | Path) -> int:
+    """Number of video frames, from the container metadata when it has it, else by decoding."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            return sum(1 for _ in container.decode(video=0))
+    except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:
+        raise NervError(f"{path}: cannot read video ({e})") from None
