@@ -1,0 +1,227 @@
+"""Decoder, generator and scaling suites: run each case in a fresh process, collect figures."""
+from __future__ import annotations
+
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import NervError
+from . import cases
+from .memory import run_in_child
+
+SUITES = ("decoder", "generator", "scaling", "all")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+# The paper's table (NeRV-Diffusion, ICLR 2026): A6000, bf16, batch 1. Reference only, never measured here.
+PAPER_A6000 = {
+    "decoder_latency_s": {"SD-VAE": {128: 0.048, 256: 0.260}, "NeRV-VAE-L": {128: 0.032, 256: 0.133}},
+    "decoder_vram_gb_256": {"SD-VAE": 4.3, "NeRV-VAE-L": 2.6},
+    "generator_latency_s": {"NeRV-Diffusion-L": {128: 6.8, 256: 8.2}, "LARP-L": {256: 20.0},
+                            "OmniTokenizer": {256: 139.0}},
+    "generator_vram_gb": {"NeRV-Diffusion-L": 2.1},
+}
+
+
+@dataclass
+class BenchConfig:
+    suite: str = "decoder"
+    device: str = "cpu"
+    precision: str = "fp32"
+    backends: tuple[str, ...] = ("torch",)
+    preset: str = "L"
+    resolutions: tuple[int, ...] = (128, 256)
+    frames: int = 16
+    scaling_frames: tuple[int, ...] = (16, 32, 64, 128)
+    warmup: int = 1
+    repeats: int = 5
+    quick: bool = False
+    sd_vae: str | None = None  # local diffusers folder with real SD-VAE weights
+    generator_source: str | None = None  # checkpoint for the generator suite (default: random-init preset)
+    protocols: tuple[tuple[str, str, int], ...] = (("paper", "ddpm", 250), ("fast", "ddim", 50))
+    guidance: float = 2.0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick_config(cls, **kw) -> "BenchConfig":
+        """CI-sized: tiny models, reduced-width SD-VAE, 4 frames at 128^2, 1 + 2 runs."""
+        base = dict(preset="tiny", resolutions=(128,), frames=4, scaling_frames=(2, 4), warmup=1, repeats=2,
+                    quick=True, protocols=(("paper", "ddpm", 8), ("fast", "ddim", 4)))
+        return cls(**{**base, **kw})
+
+
+def check_config(cfg: BenchConfig) -> None:
+    if cfg.suite not in SUITES:
+        raise NervError(f"unknown suite {cfg.suite!r}; choose from {', '.join(SUITES)}")
+    if cfg.precision not in PRECISIONS:
+        raise NervError(f"unknown precision {cfg.precision!r}; choose from {', '.join(PRECISIONS)}")
+    if cfg.device not in ("cpu", "cuda"):
+        raise NervError(f"unknown device {cfg.device!r}; choose cpu or cuda")
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise NervError("--device cuda: no CUDA GPU is available")
+        if cfg.precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise NervError("--precision bf16 is not supported by this GPU; use fp16 or fp32")
+    elif cfg.precision != "fp32":
+        raise NervError(f"--precision {cfg.precision} is for CUDA; the CPU benchmarks run fp32")
+    if cfg.repeats < 1 or cfg.warmup < 0:
+        raise NervError("--repeats must be >= 1")
+
+
+def summarize(times: list[float]) -> dict:
+    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)), "runs": times}
+
+
+def _memory(result: dict, rss_bytes: int, device: str) -> dict:
+    if device == "cuda":
+        return {"peak_mb": result["allocator_peak_mb"], "allocator_peak_mb": result["allocator_peak_mb"],
+                "driver_used_mb": result["driver_used_mb"]}
+    return {"peak_mb": rss_bytes / 2**20, "peak_rss_mb": rss_bytes / 2**20}
+
+
+def sd_vae_gmacs(res: int, frames: int, quick: bool) -> float:
+    import torch
+    from diffusers import AutoencoderKL
+
+    from ..models.stats import count_macs
+
+    with torch.device("meta"):
+        vae = AutoencoderKL(**(cases.SD_VAE_QUICK_CONFIG if quick else cases.SD_VAE_CONFIG))
+        with torch.no_grad():
+            return count_macs(lambda z: vae.decode(z), torch.empty(frames, 4, res // 8, res // 8)) / 1e9
+
+
+def nerv_gmacs(preset_name: str, res: int, frames: int) -> float:
+    import torch
+
+    from ..models.nerv import NeRVDecoder
+    from ..models.presets import preset
+    from ..models.stats import count_macs
+
+    cfg = preset(preset_name, res)
+    with torch.device("meta"), torch.no_grad():
+        dec = NeRVDecoder(cfg)
+        return count_macs(dec, torch.empty(1, cfg.tokens, cfg.token_dim), torch.empty(frames)) / 1e9
+
+
+def _decoder_row(cfg: BenchConfig, model: str, res: int, frames: int) -> dict:
+    common = dict(res=res, frames=frames, device=cfg.device, precision=cfg.precision, warmup=cfg.warmup,
+                  repeats=cfg.repeats)
+    if model == "SD-VAE":
+        result, rss = run_in_child(cases.sd_vae_decoder, imports=("torch", "diffusers"), quick=cfg.quick,
+                                   weights=cfg.sd_vae, **common)
+        tokens, gmacs = frames * (res // 8) ** 2, sd_vae_gmacs(res, frames, cfg.quick)
+    else:
+        result, rss = run_in_child(cases.nerv_decoder, imports=("torch",), preset_name=cfg.preset, **common)
+        from ..models.presets import preset
+
+        tokens, gmacs = preset(cfg.preset, res).tokens, nerv_gmacs(cfg.preset, res, frames)
+    return {"model": model, "res": res, "frames": frames, "tokens": tokens, "gmacs": gmacs,
+            "latency_s": summarize(result["times"]), "memory": _memory(result, rss, cfg.device)}
+
+
+def nerv_label(cfg: BenchConfig) -> str:
+    return f"NeRV-VAE-{cfg.preset}"
+
+
+def decoder_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for res in cfg.resolutions:
+        for model in ("SD-VAE", nerv_label(cfg)):
+            step(f"decoder {model} {cfg.frames}x{res}^2")
+            rows.append(_decoder_row(cfg, model, res, cfg.frames))
+    return rows
+
+
+def scaling_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for res in cfg.resolutions:
+        for frames in cfg.scaling_frames:
+            for model in ("SD-VAE", nerv_label(cfg)):
+                step(f"scaling {model} {frames}x{res}^2")
+                rows.append(_decoder_row(cfg, model, res, frames))
+    return rows
+
+
+def _random_checkpoint(preset_name: str, res: int, folder: Path) -> Path:
+    """A random-init checkpoint of the preset (latency does not depend on trained weights)."""
+    import torch
+
+    from ..checkpoint import Checkpoint, save
+    from ..models.dit import ImplicitDiT
+    from ..models.hyper_ae import NeRVVAE
+    from ..models.presets import preset
+
+    cfg = preset(preset_name, res)
+    torch.manual_seed(0)
+    path = folder / f"{preset_name}-{res}.pt"
+    save(Checkpoint(cfg, NeRVVAE(cfg).state_dict(), ImplicitDiT(cfg).state_dict(), None, torch.ones(cfg.token_dim)), path)
+    return path
+
+
+def generator_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nerv-bench-") as scratch:
+        for res in cfg.resolutions:
+            ckpt = Path(cfg.generator_source) if cfg.generator_source else _random_checkpoint(cfg.preset, res, Path(scratch))
+            sources = {}
+            for backend in cfg.backends:
+                if backend in ("onnxruntime", "tensorrt") and "export" not in sources:
+                    from ..export.onnx_export import export
+
+                    step(f"generator: exporting {ckpt.name} to ONNX")
+                    sources["export"] = str(export(ckpt, Path(scratch) / f"export-{res}"))
+                    if backend == "tensorrt":
+                        from ..export.trt_build import build_engines
+                        from ..runtime.sources import read_manifest
+
+                        folder = Path(sources["export"])
+                        build_engines(folder, read_manifest(folder), cfg.precision if cfg.precision != "fp32" else "fp32")
+                source = sources["export"] if backend in ("onnxruntime", "tensorrt") else str(ckpt)
+                for name, sampler, steps in cfg.protocols:
+                    step(f"generator {backend} {name} ({sampler} {steps}) {cfg.frames}x{res}^2")
+                    result, rss = run_in_child(cases.generation, imports=("torch",), source=source, backend=backend,
+                                               device=cfg.device, precision=cfg.precision, frames=cfg.frames,
+                                               steps=steps, sampler=sampler, guidance=cfg.guidance,
+                                               warmup=cfg.warmup, repeats=cfg.repeats)
+                    rows.append({"model": f"NeRV-Diffusion-{cfg.preset}", "backend": result["backend"], "res": res,
+                                 "frames": cfg.frames, "protocol": name, "sampler": sampler, "steps": steps,
+                                 "guidance": cfg.guidance, "latency_s": summarize(result["times"]),
+                                 "per_step_ms": 1000 * float(np.median(result["times"])) / steps,
+                                 "memory": _memory(result, rss, cfg.device)})
+    return rows
+
+
+def machine_info(cfg: BenchConfig) -> dict:
+    import torch
+
+    info = {"device": cfg.device, "cpu": _cpu_name(), "cpu_cores": __import__("os").cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+    if cfg.device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, gpu_memory_gb=round(p.total_memory / 2**30, 1), compute_capability=f"{p.major}.{p.minor}",
+                    cuda=torch.version.cuda)
+    for mod in ("diffusers", "onnxruntime", "onnx", "tensorrt"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    info["device_name"] = info.get("gpu", info["cpu"])
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
