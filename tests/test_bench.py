@@ -1,0 +1,52 @@
+"""`nerv-rt bench`: quick run output, the memory probe, argument errors."""
+import json
+
+import numpy as np
+import pytest
+
+from nerv_rt.bench.memory import run_in_child
+from tests.test_cli import assert_clean_error, run
+
+
+def allocate(mb: int) -> int:
+    """Touch `mb` MiB in a child process (module-level: the spawned child imports it)."""
+    block = np.ones(mb * 2**20, np.uint8)
+    return int(block[:: 1 << 16].sum())
+
+
+@pytest.mark.parametrize("mb", [64, 256])
+def test_memory_probe_measures_a_known_allocation(mb):
+    result, peak = run_in_child(allocate, imports=("numpy",), mb=mb)
+    assert result == mb * 16
+    assert mb * 0.97 <= peak / 2**20 <= mb * 1.1 + 8
+
+
+def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
+    res = run("bench", "--quick", "--suite", "all", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["machine"]["device"] == "cpu" and doc["config"]["quick"] is True
+    models = {r["model"] for r in doc["decoder"]}
+    assert models == {"SD-VAE", "NeRV-VAE-tiny"}
+    for row in doc["decoder"] + doc["scaling"] + doc["generator"]:
+        assert row["latency_s"]["median"] > 0 and row["memory"]["peak_mb"] > 0
+    assert {r["protocol"] for r in doc["generator"]} == {"paper", "fast"}
+    assert "latency_ratio_128" in doc["decoder_ratios"]
+    md = (tmp_path / "results.md").read_text()
+    assert "paper A6000" in md and "| SD-VAE | 128 |" in md
+    assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,pattern", [(["--suite", "nope"], "unknown suite"),
+                                          (["--device", "cuda"], "no CUDA GPU"),
+                                          (["--precision", "bf16"], "CPU benchmarks run fp32"),
+                                          (["--precision", "int4"], "unknown precision"),
+                                          (["--scaling-frames", "a,b"], "comma-separated")])
+def test_bench_bad_arguments(tmp_path, args, pattern):
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    res = run("bench", "--quick", *args, "--out", tmp_path / "o")
+    assert_clean_error(res, pattern)
+    assert not (tmp_path / "o").exists()

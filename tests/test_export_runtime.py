@@ -1,0 +1,144 @@
+"""Export round trips, ORT vs torch parity, the Pipeline API on both CPU backends, the torch-free path."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from nerv_rt import checkpoint as ckpt_io
+from nerv_rt.errors import CheckpointError, NervError
+from nerv_rt.export.onnx_export import export
+from nerv_rt.export.specs import graph_specs
+from nerv_rt.runtime.pipeline import Pipeline
+from tests.conftest import random_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_export_writes_validated_graphs_and_manifest(tiny_export, tiny_ckpt):
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
+    assert sorted(p.name for p in tiny_export.iterdir()) == ["decoder.onnx", "dit.onnx", "encoder.onnx", "manifest.json"]
+    assert manifest["format"] == "nerv-rt/export" and manifest["opset"] == 18
+    assert manifest["checkpoint"]["sha256"] and set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime"}
+    specs = graph_specs(ckpt_io.load(tiny_ckpt).config)
+    for name, g in manifest["graphs"].items():
+        model = onnx.load(str(tiny_export / g["file"]))
+        dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
+        assert dims == [list(t.shape) for t in specs[name].inputs]  # symbolic dims survive export
+        assert g["inputs"] == [t.to_dict() for t in specs[name].inputs]
+        assert g["validation"]["trt_unsupported_ops"] == []
+    assert manifest["graphs"]["decoder"]["validation"]["psnr_db"] >= 45
+    assert 0 < manifest["graphs"]["dit"]["validation"]["max_abs_err"] < 1e-4
+    assert manifest["graphs"]["encoder"]["validation"]["max_abs_err"] < 1e-4
+
+
+def test_export_256_and_multi_resolution_folder(tmp_path):
+    for res in (128, 256):
+        ckpt_io.save_pretrained(random_checkpoint(res), tmp_path / "set" / f"tiny-{res}")
+    out = export(tmp_path / "set", tmp_path / "engines" / "set")
+    assert sorted(p.name for p in out.iterdir()) == ["128", "256"]
+    pipe = Pipeline.load(out, backend="onnxruntime")
+    assert pipe.resolutions == [128, 256]
+    video = pipe.generate(frames=3, res=256, steps=2)
+    assert video.shape == (1, 3, 256, 256, 3) and video.dtype == np.uint8
+
+
+def test_export_is_atomic_on_failure(tmp_path, monkeypatch):
+    ckpt_io.save(random_checkpoint(), tmp_path / "m.pt")
+    import nerv_rt.export.onnx_export as ex
+
+    def bad_validate(*a, **k):
+        raise NervError("injected failure")
+
+    monkeypatch.setattr(ex, "_validate", bad_validate)
+    with pytest.raises(NervError, match="injected"):
+        export(tmp_path / "m.pt", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no out/, no temp folder
+
+
+def test_same_seed_same_video_on_both_cpu_backends(tiny_ckpt, tiny_export):
+    kw = dict(frames=5, steps=4, n=2, seed=7, guidance=3.0)
+    a = Pipeline.load(tiny_ckpt, backend="torch").generate(**kw)
+    b = Pipeline.load(tiny_ckpt, backend="torch").generate(**kw)
+    c = Pipeline.load(tiny_export, backend="onnxruntime").generate(**kw)
+    assert np.array_equal(a, b)
+    assert np.abs(a.astype(int) - c.astype(int)).max() <= 2  # float tolerance, after rounding to uint8
+    d = Pipeline.load(tiny_export, backend="onnxruntime").generate(**{**kw, "seed": 8})
+    assert np.abs(c.astype(int) - d.astype(int)).mean() > 1
+
+
+def test_tokens_match_across_backends_and_samplers(tiny_ckpt, tiny_export):
+    torch_pipe, ort_pipe = Pipeline.load(tiny_ckpt, backend="torch"), Pipeline.load(tiny_export, backend="onnxruntime")
+    for sampler in ("ddim", "ddpm"):
+        a = torch_pipe.sample_tokens(steps=6, sampler=sampler, seed=1, n=2).numpy()
+        b = ort_pipe.sample_tokens(steps=6, sampler=sampler, seed=1, n=2)
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_chunked_decode_equals_one_call(tiny_export):
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    tokens = pipe.sample_tokens(steps=2, seed=0)
+    whole = pipe.decode(tokens, frames=10, chunk=10)
+    chunked = pipe.decode(tokens, frames=10, chunk=3)
+    assert np.array_equal(whole, chunked)
+
+
+def test_fractional_frame_times_and_encode(tiny_export):
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    tokens = pipe.sample_tokens(steps=2, seed=0)
+    video = pipe.decode(tokens, frame_t=np.array([0.0, 0.5, 1.25]))
+    assert video.shape == (1, 3, 128, 128, 3)
+    clip = pipe.decode(tokens, frames=16)
+    assert pipe.encode(clip).shape == (1, 32, 16)
+    with pytest.raises(NervError, match="encode expects"):
+        pipe.encode(clip[:, :5])
+
+
+def test_pipeline_input_errors(tiny_export):
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    for kwargs, msg in [({"frames": 0}, "--frames"), ({"frames": 5000}, "--frames"), ({"res": 64}, "not available"),
+                        ({"sampler": "euler"}, "unknown sampler"), ({"steps": 0}, "--steps"), ({"n": 0}, "--n"),
+                        ({"class_label": 99}, "--class")]:
+        with pytest.raises(NervError, match=msg):
+            pipe.generate(**kwargs)
+    with pytest.raises(NervError, match="unknown backend"):
+        Pipeline.load(tiny_export, backend="tvm")
+    with pytest.raises(NervError, match="export folder"):
+        Pipeline.load(tiny_export, backend="torch")
+
+
+def test_edited_onnx_is_refused(tmp_path, tiny_export):
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(tiny_export, copy)
+    with open(copy / "decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    pipe = Pipeline.load(copy, backend="onnxruntime")
+    with pytest.raises(CheckpointError, match="sha256 does not match"):
+        pipe.generate(frames=2, steps=1)
+
+
+def test_onnxruntime_path_never_imports_torch(tiny_export):
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, Block())
+import nerv_rt
+pipe = nerv_rt.Pipeline.load({str(tiny_export)!r})
+video = pipe.generate(frames=3, steps=2, seed=0)
+assert pipe.backend_name == "onnxruntime", pipe.backend_name
+assert video.shape == (1, 3, 128, 128, 3)
+nerv_rt.save_video(video[0], {str(tiny_export.parent / "torchfree.gif")!r})
+assert "torch" not in sys.modules
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"

@@ -1,0 +1,135 @@
+"""Shapes, decoder behaviour, demodulation, gradients, adaLN-Zero, and the MAC budget of preset L."""
+import pytest
+import torch
+
+from nerv_rt.models.dit import ImplicitDiT
+from nerv_rt.models.hyper_ae import NeRVVAE, kl_divergence, patchify
+from nerv_rt.models.nerv import demodulate
+from nerv_rt.models.presets import PRESETS, RESOLUTIONS, ModelConfig, preset
+from nerv_rt.models.stats import describe
+
+SDVAE_DECODER_GMAC = {128: 1241.15, 256: 4977.50}  # diffusers AutoencoderKL SD-1.x, 16 frames, flop counter
+
+
+def _run(cfg, device, batch=2, frames=5):
+    vae, dit = NeRVVAE(cfg).to(device), ImplicitDiT(cfg).to(device)
+    video = torch.rand(batch, cfg.frames, 3, cfg.res, cfg.res, device=device) * 2 - 1
+    recon, mean, logvar = vae(video, torch.linspace(0, 1, frames, device=device), torch.randn(batch, cfg.tokens, cfg.token_dim, device=device))
+    eps = dit(mean, torch.rand(batch, device=device) * 999, torch.zeros(batch, dtype=torch.long, device=device))
+    return recon, mean, logvar, eps
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("res", RESOLUTIONS)
+def test_shapes_every_preset(name, res):
+    cfg = preset(name, res)
+    real = name in ("tiny", "S") and res == 128 or name == "tiny"
+    device = "cpu" if real else "meta"
+    with torch.no_grad():
+        recon, mean, logvar, eps = _run(cfg, device, batch=2 if real else 1)
+    assert recon.shape == (2 if real else 1, 5, 3, res, res)
+    assert mean.shape == logvar.shape == eps.shape == (2 if real else 1, cfg.tokens, cfg.token_dim)
+    assert cfg.tokens == {128: {"tiny": 32}.get(name, 128), 256: {"tiny": 40}.get(name, 160)}[res]
+
+
+def test_decoder_any_frame_count_and_fractional_times():
+    cfg = preset("tiny", 128)
+    dec = NeRVVAE(cfg).decoder.eval()
+    z = torch.randn(1, cfg.tokens, cfg.token_dim)
+    with torch.no_grad():
+        for f in (1, 3, 40):
+            assert dec(z, torch.linspace(0, 1, f)).shape == (1, f, 3, 128, 128)
+        t = torch.tensor([0.0, 0.25, 1 / 3, 1.0, 1.5])  # fractional and beyond training range
+        out = dec(z, t)
+        single = dec(z, t[1:2])
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, 1], single[:, 0], atol=1e-5, rtol=1e-5)  # frames are independent queries
+
+
+def test_batched_decoding_equals_per_video():
+    cfg = preset("tiny", 128)
+    dec = NeRVVAE(cfg).decoder.eval()
+    z = torch.randn(3, cfg.tokens, cfg.token_dim)
+    t = torch.linspace(0, 1, 4)
+    with torch.no_grad():
+        batched = dec(z, t)
+        single = torch.cat([dec(z[i:i + 1], t) for i in range(3)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_demodulated_kernels_have_unit_norm():
+    k = torch.randn(2, 24, 3 * 9) * 5
+    norms = demodulate(k).pow(2).sum(-1).sqrt()
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("switch,values", [("param", ["channel", "repeat", "fmm"]), ("reuse", ["multihead", "direct", "none"]),
+                                           ("upsample", ["transposed", "pixelshuffle", "bilinear"]), ("side", ["residual", "vanilla", "skips"]),
+                                           ("grid", [1, 16])])
+def test_ablation_switches(switch, values):
+    for v in values:
+        cfg = preset("tiny", 128, **{switch: v})
+        dec = NeRVVAE(cfg).decoder
+        out = dec(torch.randn(2, cfg.tokens, cfg.token_dim), torch.linspace(0, 1, 3))
+        assert out.shape == (2, 3, 3, 128, 128)
+        out.mean().backward()  # every switch is trainable end to end
+
+
+def test_dynamic_kernels_follow_the_tokens():
+    cfg = preset("tiny", 128)
+    conv = NeRVVAE(cfg).decoder.convs[1]
+    z = torch.randn(2, cfg.tokens, cfg.token_dim)
+    w = conv.kernels(z)
+    rows = conv.rows
+    assert not torch.allclose(w[0, :rows], w[1, :rows])  # instance-specific channels differ
+    torch.testing.assert_close(w[0, rows:], w[1, rows:])  # shared channels are shared
+
+
+def test_gradients_reach_encoder_through_bottleneck():
+    cfg = preset("tiny", 128)
+    vae = NeRVVAE(cfg)
+    video = torch.rand(2, cfg.frames, 3, 128, 128) * 2 - 1
+    recon, mean, logvar = vae(video, torch.linspace(0, 1, 2), torch.randn(2, cfg.tokens, cfg.token_dim))
+    ((recon - video[:, :2]) ** 2).mean().add(1e-3 * kl_divergence(mean, logvar)).backward()
+    for p in (vae.encoder.patch_embed.weight, vae.encoder.queries, vae.encoder.bottleneck[0].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_different_tokens_give_different_videos():
+    cfg = preset("tiny", 128)
+    dec = NeRVVAE(cfg).decoder.eval()
+    t = torch.linspace(0, 1, 4)
+    with torch.no_grad():
+        a = dec(torch.randn(1, cfg.tokens, cfg.token_dim), t)
+        b = dec(torch.randn(1, cfg.tokens, cfg.token_dim), t)
+    assert (a - b).abs().mean() > 1e-2
+
+
+def test_dit_output_is_exactly_zero_at_init():
+    cfg = preset("tiny", 128)
+    dit = ImplicitDiT(cfg)
+    eps = dit(torch.randn(3, cfg.tokens, cfg.token_dim), torch.tensor([0.0, 500.0, 999.0]), torch.tensor([0, 1, cfg.num_classes]))
+    assert torch.equal(eps, torch.zeros_like(eps))
+
+
+def test_patchify_is_a_tiling():
+    video = torch.arange(2 * 8 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 8, 3, 16, 16)
+    patches = patchify(video, (4, 8, 8))
+    assert patches.shape == (2, 2 * 2 * 2, 4 * 3 * 8 * 8)
+    assert torch.equal(patches.flatten().sort().values, video.flatten().sort().values)
+
+
+def test_config_round_trip_and_validation():
+    cfg = preset("S", 256, num_classes=5, side="vanilla")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="param"):
+        preset("tiny", 128, param="nope")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("XL", 128)
+
+
+def test_preset_L_decoder_cost_is_in_the_paper_band():
+    info = describe(preset("L", 128))
+    assert info["tokens"] == 128
+    ratio = info["macs"]["decoder_16f"] / 1e9 / SDVAE_DECODER_GMAC[128]
+    assert 0.55 <= ratio <= 0.75, ratio
