@@ -61,11 +61,14 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
         raise
 
 
-def save_pretrained(ckpt: Checkpoint, folder: str | Path) -> None:
-    """config.json + model.safetensors (keys 'vae.*', 'dit.*', 'ema.*', 'token_std'); no train state."""
+def save_pretrained(ckpt: Checkpoint, folder: str | Path, dtype: torch.dtype | None = None) -> None:
+    """config.json + model.safetensors (keys 'vae.*', 'dit.*', 'ema.*', 'token_std'); no train state.
+
+    `dtype` (e.g. torch.float16) stores the weights smaller; loading casts them back to float32."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{part}.{k}": v.contiguous() for part in STATE_PARTS
+    cast = (lambda v: v.to(dtype) if dtype is not None and v.is_floating_point() else v)  # noqa: E731
+    tensors = {f"{part}.{k}": cast(v).contiguous() for part in STATE_PARTS
                for k, v in (getattr(ckpt, part) or {}).items()}
     if ckpt.token_std is not None:
         tensors["token_std"] = ckpt.token_std.contiguous()
@@ -118,7 +121,8 @@ def _read_folder(path: Path) -> dict[str, Any]:
     raw: dict[str, Any] = {k: meta[k] for k in ("format", "version", "config")}
     for part in STATE_PARTS:
         prefix = f"{part}."
-        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        sd = {k[len(prefix):]: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()
+              if k.startswith(prefix)}
         raw[part] = sd if part in meta.get("parts", []) else None
     raw["token_std"] = tensors.get("token_std")
     return raw
@@ -152,6 +156,12 @@ def check_state_dict(name: str, expected: dict[str, torch.Tensor], got: StateDic
         if tuple(got[k].shape) != tuple(v.shape):
             raise CheckpointError(f"{source}: {name}.{k} has shape {tuple(got[k].shape)} but the config "
                                   f"builds {tuple(v.shape)} (config and weights do not match)")
+
+
+def slim(ckpt: Checkpoint) -> Checkpoint:
+    """What inference needs: the EMA weights as the DiT (when present), no optimizer or train state."""
+    return Checkpoint(config=ckpt.config, vae=ckpt.vae, dit=ckpt.ema or ckpt.dit, ema=None,
+                      token_std=ckpt.token_std, source=ckpt.source)
 
 
 def build_models(ckpt: Checkpoint, device: str | torch.device = "cpu", use_ema: bool = True):

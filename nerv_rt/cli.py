@@ -151,7 +151,7 @@ def generate(
     steps: int = typer.Option(50, help="Sampler steps (the paper's protocol: --sampler ddpm --steps 250)."),
     sampler: str = typer.Option("ddim", help="ddim or ddpm."),
     guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = off)."),
-    class_label: Optional[int] = typer.Option(None, "--class", help="Class label [default: random per video]."),
+    class_label: Optional[str] = typer.Option(None, "--class", help="Class index or name, e.g. pan_left [default: random per video]."),
     backend: str = typer.Option("auto", help="auto, torch, torch-cudagraph, onnxruntime or tensorrt."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     chunk: int = typer.Option(16, help="Frames per decoder call: memory stays flat as --frames grows."),
@@ -371,7 +371,14 @@ def bench(
 ) -> None:
     """Measure the paper's efficiency table on this machine: SD-VAE vs NeRV decoder, full generation, scaling."""
     from .bench.report import write_results
-    from .bench.suites import BenchConfig, check_config, decoder_suite, generator_suite, machine_info, scaling_suite
+    from .bench.suites import (
+        BenchConfig,
+        check_config,
+        decoder_suite,
+        generator_suite,
+        machine_info,
+        scaling_suite,
+    )
 
     try:
         frames_list = tuple(int(f) for f in scaling_frames.split(","))

@@ -9,9 +9,6 @@ import av
 import pytest
 import torch
 
-from nerv_rt import checkpoint as ckpt_io
-from tests.conftest import random_checkpoint
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -3,9 +3,19 @@ import numpy as np
 import pytest
 import torch
 
-from nerv_rt.diffusion import alphas_cumprod, linear_betas, make_sampler, min_snr_weights, q_sample, sampler_step
+from nerv_rt.diffusion import (
+    alphas_cumprod,
+    linear_betas,
+    make_sampler,
+    min_snr_weights,
+    q_sample,
+    sampler_step,
+)
 from nerv_rt.diffusion.samplers import spaced_timesteps
-from nerv_rt.diffusion.training import scheduled_sampling_inputs, scheduled_sampling_prob
+from nerv_rt.diffusion.training import (
+    scheduled_sampling_inputs,
+    scheduled_sampling_prob,
+)
 
 ABAR = alphas_cumprod(linear_betas())
 

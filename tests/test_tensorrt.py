@@ -9,7 +9,12 @@ from onnx import helper
 
 from nerv_rt.errors import NervError
 from nerv_rt.export.specs import dim_ranges, graph_specs, profile_shapes
-from nerv_rt.export.trt_build import check_runtime_match, engine_key, key_digest, stale_fields
+from nerv_rt.export.trt_build import (
+    check_runtime_match,
+    engine_key,
+    key_digest,
+    stale_fields,
+)
 from nerv_rt.export.trt_ops import SUPPORTED, unsupported_ops
 from nerv_rt.models.presets import preset
 

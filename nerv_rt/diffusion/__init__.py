@@ -5,7 +5,13 @@ step functions are plain arithmetic and slicing, so they run unchanged on numpy 
 torch tensors, and a torch loop built from them can be captured in one CUDA graph.
 """
 from .samplers import SAMPLERS, SamplerTable, cfg_combine, make_sampler, sampler_step
-from .schedule import NUM_TIMESTEPS, alphas_cumprod, linear_betas, min_snr_weights, q_sample
+from .schedule import (
+    NUM_TIMESTEPS,
+    alphas_cumprod,
+    linear_betas,
+    min_snr_weights,
+    q_sample,
+)
 
 __all__ = [
     "NUM_TIMESTEPS", "SAMPLERS", "SamplerTable", "alphas_cumprod", "cfg_combine", "linear_betas",

@@ -6,7 +6,7 @@ import contextlib
 import numpy as np
 import torch
 
-from ..checkpoint import build_models, load
+from ..checkpoint import build_models
 from ..errors import NervError
 from ..export.specs import GraphSpec, graph_specs
 from ..models.graphs import graph_modules
@@ -45,7 +45,7 @@ class TorchBackend(Backend):
         self.name = "torch-cudagraph" if capture else "torch"
         self.device, self.can_capture = device, capture
         self.torch_device = torch.device(device)
-        self.modules = graph_modules(*build_models(load(source.path), self.torch_device))
+        self.modules = graph_modules(*build_models(source.checkpoint(), self.torch_device))
         self.specs = graph_specs(source.config)
         self.autocast_dtype = None if precision == "fp32" else PRECISIONS[precision]
 

@@ -63,7 +63,11 @@ class TrtBackend(Backend):
     can_capture = True
 
     def __init__(self, source: ModelSource, device: str = "auto"):
-        from ..export.trt_build import check_runtime_match, gpu_identity, import_tensorrt
+        from ..export.trt_build import (
+            check_runtime_match,
+            gpu_identity,
+            import_tensorrt,
+        )
 
         self.trt = import_tensorrt()
         if importlib.util.find_spec("torch") is None:

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import Checkpoint, build_models, load
+from ..checkpoint import Checkpoint, build_models
 from ..errors import NervError
-from ..models.graphs import graph_modules
 from ..formats import EXPORT_FORMAT, EXPORT_VERSION, sha256_file
+from ..models.graphs import graph_modules
 from ..runtime.sources import resolve, source_name
 from .manifest import write_manifest
 from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES, GRAPHS, GraphSpec, graph_specs
@@ -139,7 +139,7 @@ def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPS
         for m in models:
             folder = tmp if len(models) == 1 else tmp / str(m.config.res)
             folder.mkdir(exist_ok=True)
-            export_checkpoint(load(m.path), m.path, folder, opset, max_frames, max_batch, step)
+            export_checkpoint(m.checkpoint(), m.path, folder, opset, max_frames, max_batch, step)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,13 @@ from ..errors import NervError
 from ..formats import sha256_file
 from ..models.presets import ModelConfig
 from .manifest import verify_graph, write_manifest
-from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES, GRAPHS, graph_specs, profile_shapes
+from .specs import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_FRAMES,
+    GRAPHS,
+    graph_specs,
+    profile_shapes,
+)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 TIMING_CACHE = "timing.cache"

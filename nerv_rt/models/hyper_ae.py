@@ -10,6 +10,7 @@ from .presets import ModelConfig
 from .transformer import Block
 
 LOGVAR_RANGE = (-30.0, 20.0)
+INIT_LOGVAR = -5.0
 
 
 def patchify(video: Tensor, patch: tuple[int, int, int]) -> Tensor:
@@ -41,6 +42,10 @@ class HyperEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(enc.dim, enc.heads, enc.mlp_ratio) for _ in range(enc.depth))
         self.norm = nn.LayerNorm(enc.dim)
         self.bottleneck = nn.Sequential(nn.Linear(enc.dim, enc.dim), nn.GELU(), nn.Linear(enc.dim, 2 * cfg.token_dim))
+        # Start nearly deterministic (std ~0.08): with unit posterior noise at init the decoder learns
+        # to ignore the tokens and training stalls at the clip's mean colour; the KL term then sets the
+        # noise level the latents can afford.
+        nn.init.constant_(self.bottleneck[-1].bias[cfg.token_dim:], INIT_LOGVAR)
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
         x = self.patch_embed(patchify(video, self.patch)) + self.pos_embed  # (B, P, D)

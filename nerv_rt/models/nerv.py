@@ -90,9 +90,11 @@ class DynamicConv(nn.Module):
         fan_in = c_in * KERNEL * KERNEL
         self.rows = kernel_rows(dec.param, dec.dyn_frac, c_out)
         self.head = AffineHead(tokens, n_tokens, self.rows, d_z, fan_in, direct=dec.reuse == "direct")
-        self.gain = nn.Parameter(torch.ones(self.rows, 1))
+        # A GELU follows every dynamic conv: unit-norm (demodulated) rows times sqrt(2) keep the
+        # activation scale through the depth (He init), for token-made and shared kernels alike.
+        self.gain = nn.Parameter(torch.full((self.rows, 1), math.sqrt(2.0)))
         n_shared = {"channel": c_out - self.rows, "repeat": 0, "fmm": c_out}[dec.param]
-        self.shared = nn.Parameter(torch.randn(n_shared, fan_in) / math.sqrt(fan_in))
+        self.shared = nn.Parameter(torch.randn(n_shared, fan_in) * math.sqrt(2.0 / fan_in))
         self.bias = nn.Parameter(torch.zeros(c_out))
 
     def kernels(self, z: Tensor) -> Tensor:
@@ -120,12 +122,21 @@ class DynamicConv(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 def make_upsample(mode: str, c_in: int, c_out: int) -> nn.Module:
-    """2x upsampling layer; the three ablation variants cost the same MACs."""
+    """2x upsampling layer; the three ablation variants cost the same MACs.
+
+    Each output pixel is a linear map of c_in inputs: weights N(0, 1/c_in) keep the activation scale
+    (PyTorch's default init would shrink it ~3x per block and starve the fine blocks of gradient)."""
     if mode == "transposed":
-        return nn.ConvTranspose2d(c_in, c_out, kernel_size=2, stride=2)
-    if mode == "pixelshuffle":
-        return nn.Sequential(nn.Conv2d(c_in, 4 * c_out, 1), nn.PixelShuffle(2))
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(c_in, c_out, 1))
+        layer = nn.ConvTranspose2d(c_in, c_out, kernel_size=2, stride=2)
+    elif mode == "pixelshuffle":
+        layer = nn.Sequential(nn.Conv2d(c_in, 4 * c_out, 1), nn.PixelShuffle(2))
+    else:
+        layer = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(c_in, c_out, 1))
+    for m in layer.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, std=1.0 / math.sqrt(c_in))
+            nn.init.zeros_(m.bias)
+    return layer
 
 
 def apply_shared(layer: nn.Module, x: Tensor, groups: int) -> Tensor:

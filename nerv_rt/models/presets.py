@@ -60,6 +60,7 @@ class ModelConfig:
     tokens: int = 32  # N weight tokens per video
     token_dim: int = 16  # d_z
     num_classes: int = 8  # class labels; index num_classes is the null class for CFG
+    class_names: tuple[str, ...] = ()  # optional names of the labels (the training set's folders)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -77,6 +78,7 @@ class ModelConfig:
         enc["patch"] = tuple(enc["patch"])
         dec = dict(d.pop("decoder"))
         dec["widths"] = tuple(dec["widths"])
+        d["class_names"] = tuple(d.get("class_names", ()))
         return cls(encoder=EncoderConfig(**enc), decoder=DecoderConfig(**dec),
                    dit=DiTConfig(**d.pop("dit")), **d)
 
@@ -99,6 +101,8 @@ def validate(cfg: ModelConfig) -> None:
         raise ValueError(f"{cfg.frames}x{cfg.res}^2 clips do not tile into {enc.patch} tubelets")
     if enc.dim % enc.heads or cfg.dit.hidden % cfg.dit.heads:
         raise ValueError("transformer width must be divisible by its head count")
+    if cfg.class_names and len(cfg.class_names) != cfg.num_classes:
+        raise ValueError(f"{len(cfg.class_names)} class names for {cfg.num_classes} classes")
     if dec.reuse == "none" and cfg.tokens < len(dec.widths):
         raise ValueError(f"reuse='none' gives each of {len(dec.widths)} layers its own tokens; "
                          f"{cfg.tokens} tokens are too few")

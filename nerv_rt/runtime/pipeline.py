@@ -19,7 +19,7 @@ from ..engines.base import Array, Backend, open_backend
 from ..errors import NervError
 from ..models.presets import ModelConfig
 from .frames import frame_times, to_uint8
-from .sampling import DeviceInputs, SamplerInputs, denoise, prepare_inputs
+from .sampling import DeviceInputs, denoise, prepare_inputs
 from .sources import DEFAULT, ModelSource, resolve
 
 MAX_FRAMES = 4096  # frames per generated video; memory stays flat (chunked decode) but the output array grows
@@ -59,9 +59,7 @@ def _token_std(source: ModelSource) -> np.ndarray:
     if source.kind == "export":
         std = source.manifest.get("token_std")
     else:
-        from ..checkpoint import load
-
-        t = load(source.path).token_std
+        t = source.checkpoint().token_std
         std = None if t is None else t.numpy()
     return np.ones(source.config.token_dim, np.float32) if std is None else np.asarray(std, np.float32)
 
@@ -96,7 +94,7 @@ class Pipeline:
 
     # ----------------------------------------------------------------------------------------
 
-    def generate(self, frames: int = 16, res: int | None = None, n: int = 1, class_label: int | None = None,
+    def generate(self, frames: int = 16, res: int | None = None, n: int = 1, class_label: int | str | None = None,
                  steps: int = DEFAULT_STEPS, sampler: str = "ddim", guidance: float = DEFAULT_GUIDANCE,
                  eta: float = 0.0, seed: int = 0, chunk: int = 16,
                  progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -105,7 +103,7 @@ class Pipeline:
         tokens = self.sample_tokens(res, n, class_label, steps, sampler, guidance, eta, seed, progress)
         return self.decode(tokens, frames, res, chunk)
 
-    def sample_tokens(self, res: int | None = None, n: int = 1, class_label: int | None = None,
+    def sample_tokens(self, res: int | None = None, n: int = 1, class_label: int | str | None = None,
                       steps: int = DEFAULT_STEPS, sampler: str = "ddim", guidance: float = DEFAULT_GUIDANCE,
                       eta: float = 0.0, seed: int = 0, progress: Callable[[int], None] | None = None) -> Array:
         """Weight tokens (n, N, d_z) in the decoder's scale, as the backend's array type (device-resident
@@ -119,8 +117,7 @@ class Pipeline:
             raise NervError(f"--steps must be in 1..1000, got {steps}")
         if n < 1:
             raise NervError(f"--n must be at least 1, got {n}")
-        if class_label is not None and not 0 <= class_label < cfg.num_classes:
-            raise NervError(f"--class must be in 0..{cfg.num_classes - 1}, got {class_label}")
+        class_label = self.class_index(class_label, cfg)
         if guidance < 0:
             raise NervError(f"--guidance must be >= 0, got {guidance}")
         # 2. Seeded host inputs: labels, x_T, per-step noise, coefficient table
@@ -176,6 +173,20 @@ class Pipeline:
             x = (v.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)[None]  # (1, T, 3, H, W)
             tokens.append(m.backend.numpy(encoder(video=m.backend.asarray(x))["mean"])[0].copy())
         return np.stack(tokens)
+
+    @staticmethod
+    def class_index(label: int | str | None, cfg: ModelConfig) -> int | None:
+        """A class given by index or by name (the training set's folder names) -> index."""
+        if label is None:
+            return None
+        if isinstance(label, str) and not label.lstrip("-").isdigit():
+            if label not in cfg.class_names:
+                names = ", ".join(cfg.class_names) or "none recorded"
+                raise NervError(f"--class {label!r} is not a class of this model (names: {names})")
+            return cfg.class_names.index(label)
+        if not 0 <= int(label) < cfg.num_classes:
+            raise NervError(f"--class must be in 0..{cfg.num_classes - 1}, got {label}")
+        return int(label)
 
     @staticmethod
     def check_frames(frames: int) -> None:

@@ -2,25 +2,41 @@
 folder, or a folder holding several of those (one per resolution). Torch-free except for .pt files."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..formats import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CONFIG_FILE, EXPORT_FORMAT, EXPORT_VERSION,
-                       MANIFEST_FILE, read_json)
+from ..formats import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CONFIG_FILE,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    MANIFEST_FILE,
+    read_json,
+)
 from ..models.presets import ModelConfig
 
 DEFAULT = "default"
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ModelSource:
     kind: str  # "checkpoint" | "export"
     path: Path
     config: ModelConfig
     manifest: dict[str, Any] | None = None  # export folders only
+    _checkpoint: Any = field(default=None, repr=False)
+
+    def checkpoint(self):
+        """The loaded checkpoint (checkpoint sources; loaded once, torch needed)."""
+        if self._checkpoint is None:
+            from ..checkpoint import load
+
+            self._checkpoint = load(self.path)
+        return self._checkpoint
 
 
 def source_path(source: str | Path) -> Path:
@@ -48,7 +64,8 @@ def _single(path: Path) -> ModelSource | None:
     if path.is_file():
         from ..checkpoint import load  # torch: only .pt files need it
 
-        return ModelSource("checkpoint", path, load(path).config)
+        ckpt = load(path)
+        return ModelSource("checkpoint", path, ckpt.config, _checkpoint=ckpt)
     if (path / MANIFEST_FILE).is_file():
         manifest = read_manifest(path)
         return ModelSource("export", path, _config(manifest.get("config"), path), manifest)

@@ -13,12 +13,29 @@ import torch
 
 from .. import checkpoint as ckpt_io
 from ..data.video_folder import VideoFolder
-from ..diffusion.schedule import NUM_TIMESTEPS, alphas_cumprod, linear_betas, min_snr_weights
+from ..diffusion.schedule import (
+    NUM_TIMESTEPS,
+    alphas_cumprod,
+    linear_betas,
+    min_snr_weights,
+)
 from ..diffusion.training import scheduled_sampling_inputs, scheduled_sampling_prob
 from ..errors import NervError
 from ..models.dit import ImplicitDiT
-from .common import (CsvLog, Dist, autocast, check_out_path, ema_update, lr_at, progress_bar, setup,
-                     step_generator, teardown, unwrap, wrap_ddp)
+from .common import (
+    CsvLog,
+    Dist,
+    autocast,
+    check_out_path,
+    ema_update,
+    lr_at,
+    progress_bar,
+    setup,
+    step_generator,
+    teardown,
+    unwrap,
+    wrap_ddp,
+)
 
 
 @dataclass
@@ -72,6 +89,7 @@ def train_dit(data_dir: Path, vae_path: Path, out: Path, cfg: DiTTrainConfig, de
         if data.num_classes != base.config.num_classes:
             raise NervError(f"{data_dir} has {data.num_classes} classes but the VAE was trained with "
                             f"{base.config.num_classes}")
+        base = replace(base, config=replace(base.config, class_names=tuple(data.classes)))
         return _train(data, base, out, cfg, d, resume, log, show_progress)
     finally:
         teardown()

@@ -12,8 +12,18 @@ from ..data.video_folder import VideoFolder
 from ..models.hyper_ae import NeRVVAE, kl_divergence
 from ..models.presets import ModelConfig
 from ..runtime.frames import frame_times
-from .common import (CsvLog, Dist, autocast, check_out_path, lr_at, progress_bar, setup, step_generator, teardown,
-                     unwrap, wrap_ddp)
+from .common import (
+    CsvLog,
+    Dist,
+    autocast,
+    check_out_path,
+    lr_at,
+    progress_bar,
+    setup,
+    step_generator,
+    teardown,
+    wrap_ddp,
+)
 from .losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, perceptual_loss
 
 
@@ -49,7 +59,7 @@ def train_vae(data_dir: Path, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
         if d.main:
             check_out_path(out, resume)
         data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
-        model_cfg = replace(model_cfg, num_classes=data.num_classes)
+        model_cfg = replace(model_cfg, num_classes=data.num_classes, class_names=tuple(data.classes))
         return _train(data, out, model_cfg, cfg, d, resume, init, log, show_progress)
     finally:
         teardown()

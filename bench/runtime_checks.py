@@ -1,0 +1,122 @@
+"""Runtime measurements on CPU, recorded as ratios from one run (bench/results/<out>.{json,md}):
+
+1. ONNX Runtime vs torch eager, same random-init model and inputs: the decoder rendering 16 frames at
+   128^2 (tiny, S) and one DiT forward at the CFG batch 2 (S). Target: ORT >= 1.3x faster.
+2. Peak memory of `Pipeline.generate` for 16 vs 512 frames at 128^2 with chunked decoding (chunk 16),
+   peak RSS of a fresh process above its imports. Target: <= 1.2x.
+
+    python bench/runtime_checks.py --out cpu-runtime
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nerv_rt.bench.memory import run_in_child
+from nerv_rt.bench.suites import BenchConfig, _random_checkpoint, machine_info
+from nerv_rt.export.onnx_export import export
+from nerv_rt.runtime.pipeline import Pipeline
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each fn, alternating between them so drift hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def engines(source, backend):
+    m = Pipeline.load(source, backend=backend, device="cpu").model()
+    return m, m.engine("decoder"), m.engine("dit")
+
+
+def speed(preset_name: str, scratch: Path, repeats: int) -> dict:
+    ckpt = _random_checkpoint(preset_name, 128, scratch)
+    folder = export(ckpt, scratch / f"{preset_name}-export")
+    rng = np.random.default_rng(0)
+    out = {}
+    runs = {}
+    for backend, source in (("torch", ckpt), ("onnxruntime", folder)):
+        m, dec, dit = engines(source, backend)
+        cfg = m.config
+        tokens = m.backend.asarray(rng.standard_normal((1, cfg.tokens, cfg.token_dim), dtype=np.float32))
+        times = m.backend.asarray(np.linspace(0, 1, 16, dtype=np.float32))
+        feed = {"x_t": m.backend.asarray(rng.standard_normal((2, cfg.tokens, cfg.token_dim), dtype=np.float32)),
+                "t": m.backend.asarray(np.array([500.0, 500.0], np.float32)),
+                "y": m.backend.asarray(np.array([0, cfg.num_classes], np.int64))}
+        runs[f"decoder_{backend}"] = (lambda d=dec, z=tokens, t=times: d(tokens=z, frame_t=t))
+        runs[f"dit_{backend}"] = (lambda d=dit, f=feed: d(**f))
+    med = interleaved_medians(runs, repeats)
+    for what in ("decoder", "dit"):
+        out[what] = {"torch_s": med[f"{what}_torch"], "onnxruntime_s": med[f"{what}_onnxruntime"],
+                     "speedup_ort_over_torch": med[f"{what}_torch"] / med[f"{what}_onnxruntime"]}
+    return out
+
+
+def generate_frames(source: str, backend: str, frames: int) -> int:
+    video = Pipeline.load(source, backend=backend, device="cpu").generate(frames=frames, steps=10, seed=0, chunk=16)
+    return int(video.shape[1])
+
+
+def memory(scratch: Path) -> dict:
+    ckpt = _random_checkpoint("tiny", 128, scratch)
+    folder = export(ckpt, scratch / "tiny-mem-export")
+    out = {}
+    for backend, source in (("onnxruntime", folder), ("torch", ckpt)):
+        peaks = {}
+        for frames in (16, 512):
+            n, peak = run_in_child(generate_frames, imports=("numpy", "onnxruntime", "torch"),
+                                   source=str(source), backend=backend, frames=frames)
+            assert n == frames
+            peaks[frames] = peak / 2**20
+        out[backend] = {"peak_mb_16": peaks[16], "peak_mb_512": peaks[512], "ratio_512_over_16": peaks[512] / peaks[16]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="cpu-runtime", help="results/<out>.json and .md")
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        doc = {"machine": machine_info(BenchConfig()), "repeats": args.repeats,
+               "speed": {p: speed(p, scratch, args.repeats) for p in ("tiny", "S")},
+               "memory_16_vs_512_frames": memory(scratch)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [f"# Runtime checks on {doc['machine']['device_name']} (CPU, fp32, torch {doc['machine']['torch']}, "
+             f"onnxruntime {doc['machine'].get('onnxruntime')})", "",
+             f"Medians of {args.repeats} interleaved calls, random-init models.", "",
+             "| what | torch eager (ms) | ONNX Runtime (ms) | ORT speed-up | target |", "|---|---|---|---|---|"]
+    for p, rows in doc["speed"].items():
+        for what, label in (("decoder", "decoder 16 frames @128^2"), ("dit", "DiT forward, batch 2")):
+            r = rows[what]
+            lines.append(f"| {label} ({p}) | {1000 * r['torch_s']:.1f} | {1000 * r['onnxruntime_s']:.1f} | "
+                         f"{r['speedup_ort_over_torch']:.2f}x | >= 1.3x: {'met' if r['speedup_ort_over_torch'] >= 1.3 else 'MISSED'} |")
+    lines += ["", "| generate (tiny, 128^2, chunk 16) | peak 16 frames (MB) | peak 512 frames (MB) | ratio | target |",
+              "|---|---|---|---|---|"]
+    for backend, r in doc["memory_16_vs_512_frames"].items():
+        lines.append(f"| {backend} | {r['peak_mb_16']:.0f} | {r['peak_mb_512']:.0f} | {r['ratio_512_over_16']:.2f} | "
+                     f"<= 1.2: {'met' if r['ratio_512_over_16'] <= 1.2 else 'MISSED'} |")
+    lines.append("\nPeak memory: RSS high-water mark of a fresh process above its imports (model, sessions, "
+                 "activations, the returned uint8 video).\n")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

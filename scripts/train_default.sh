@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Reproduces the embedded default model (nerv_rt/assets/default): the tiny preset trained on the
+# synthetic set at 128^2 and 256^2, on CPU. Run from the repository root; writes into runs/.
+# Stage timings on the 2-core development machine are in the README.
+set -euo pipefail
+RUNS=${RUNS:-runs}
+mkdir -p "$RUNS"
+
+# 1. data: 512 training clips at 128^2, 256 at 256^2 (seed 0); seed 1 is held out for evaluation
+nerv-rt data synth --out "$RUNS/synth128" --n 512 --seed 0 --res 128
+nerv-rt data synth --out "$RUNS/synth256" --n 256 --seed 0 --res 256
+
+# 2. NeRV-VAE at 128^2, then 256^2 starting from the 128^2 weights (every tensor of matching shape)
+nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 3000 --batch 8 --lr 2e-3 \
+  --gan-start 0.75 --gan-weight 0.02 --out "$RUNS/vae128.pt"
+nerv-rt train vae "$RUNS/synth256" --preset tiny --res 256 --steps 800 --batch 4 --lr 1e-3 \
+  --gan-start 0.75 --gan-weight 0.02 --init "$RUNS/vae128.pt" --out "$RUNS/vae256.pt"
+
+# 3. implicit DiT on the frozen VAEs' tokens
+for r in 128 256; do
+  nerv-rt train dit "$RUNS/synth$r" --vae "$RUNS/vae$r.pt" --steps 6000 --batch 64 --lr 3e-4 --ema 0.999 \
+    --out "$RUNS/full$r.pt"
+done
+
+# 4. package: EMA weights as the DiT, float16 storage, no optimizer state
+python - <<PY
+from nerv_rt import checkpoint
+for r in (128, 256):
+    ck = checkpoint.slim(checkpoint.load("$RUNS/full%d.pt" % r))
+    checkpoint.save_pretrained(ck, "nerv_rt/assets/default/tiny-%d" % r, dtype=__import__("torch").float16)
+PY
