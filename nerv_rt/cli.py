@@ -47,21 +47,20 @@ def _fail(msg: str) -> None:
 
 @app.command()
 def info(
-    path: Optional[Path] = typer.Argument(None, help="Checkpoint (.pt or save_pretrained folder) or export folder to describe."),
+    path: Optional[str] = typer.Argument(None, help="'default', a checkpoint (.pt or folder) or an export folder to describe."),
     preset: str = typer.Option("L", "--preset", "-p", help=f"Preset to describe when no PATH: {', '.join(PRESETS)}."),
-    res: int = typer.Option(128, "--res", "-r", help=f"Resolution of the preset: {', '.join(map(str, RESOLUTIONS))}."),
+    res: Optional[int] = typer.Option(None, "--res", "-r", help="Resolution (preset: 128 or 256, default 128; PATH: one it holds)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Tokens, parameters per module and MACs (decoder per 16-frame video, DiT per forward)."""
     from .models.presets import preset as make_preset
     from .models.stats import describe
-    from .runtime.sources import load_config
 
     if path is not None:
-        cfg = load_config(path)
+        cfg = _model_config(path, res)
     else:
         try:
-            cfg = make_preset(preset, res)
+            cfg = make_preset(preset, res or 128)
         except ValueError as e:
             _fail(str(e))
     d = describe(cfg)
@@ -79,6 +78,16 @@ def info(
     Console().print(table)
 
 
+def _model_config(source: str, res: int | None):
+    """The config of one model of `source`; --res picks among several resolutions."""
+    from .runtime.sources import resolve
+
+    models = {m.config.res: m.config for m in resolve(source)}
+    if res is None and len(models) == 1:
+        return next(iter(models.values()))
+    if res not in models:
+        _fail(f"{source} holds resolutions {', '.join(map(str, sorted(models)))}; pick one with --res")
+    return models[res]
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,6 +108,10 @@ def export(
     against PyTorch on ONNX Runtime and checked against TensorRT's operator list."""
     from .export.onnx_export import export as run_export
 
+    if trt:
+        from .export.trt_build import import_tensorrt
+
+        import_tensorrt()  # fail before exporting, not after
     with console.status("exporting") as status:
         folder = run_export(ckpt, out, opset, max_frames, max_batch, step=lambda s: status.update(f"exporting {s}"))
     _print_export_summary(folder)
@@ -239,6 +252,7 @@ def train_vae_cmd(
     gan_start: float = typer.Option(0.6, help="Fraction of steps before the GAN loss starts."),
     gan_weight: float = typer.Option(0.05, help="Weight of the hinge GAN loss (0 disables the discriminator)."),
     kl_weight: float = typer.Option(1e-6, help="Weight of the KL term (summed over tokens)."),
+    perceptual_weight: float = typer.Option(0.1, help="Weight of the perceptual term (LPIPS or its substitute)."),
     lpips: Optional[Path] = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
     init: Optional[Path] = typer.Option(None, help="Start from another VAE checkpoint's matching weights (e.g. 128 -> 256)."),
     ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
@@ -256,7 +270,7 @@ def train_vae_cmd(
     except ValueError as e:
         _fail(str(e))
     tcfg = VAETrainConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, gan_start=gan_start,
-                          gan_weight=gan_weight, kl_weight=kl_weight,
+                          gan_weight=gan_weight, kl_weight=kl_weight, perceptual_weight=perceptual_weight,
                           ckpt_every=ckpt_every, seed=seed, lpips=str(lpips) if lpips else None)
     t0 = time.perf_counter()
     train_vae(data, out, cfg, tcfg, device, resume, init, out.with_suffix(".csv"))

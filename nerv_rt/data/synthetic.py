@@ -4,7 +4,7 @@ Camera pans and zooms over the photos that ship inside scikit-image, and coloure
 over smooth gradients; the label is the motion kind. Clip i of a set depends only on (seed, i).
 
 The set is deliberately easy: seven photos, windows that show most of a photo, gentle motion and
-detail only down to ~2 output pixels. It exists so that the tiny embedded model, trained on a CPU in
+detail only down to ~3 output pixels. It exists so that the tiny embedded model, trained on a CPU in
 about an hour, reconstructs held-out clips well; it is a smoke-test distribution, not UCF-101.
 """
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _shapes_clip(rng: np.random.Generator, motion: str, res: int, n_frames: int,
     return frames
 
 
-DEFAULT_BLUR = 2.0  # output pixels: photos keep coarse detail, which a tiny CPU-trained model can learn
+DEFAULT_BLUR = 3.0  # output pixels: photos keep coarse detail, which a tiny CPU-trained model can learn
 
 
 def make_clip(seed: int, index: int, res: int = 128, n_frames: int = 16, blur: float = DEFAULT_BLUR) -> tuple[np.ndarray, int]:

@@ -92,12 +92,3 @@ def resolve(source: str | Path) -> list[ModelSource]:
     if len(set(resolutions)) != len(resolutions):
         raise CheckpointError(f"{path}: several models share a resolution ({resolutions})")
     return found
-
-
-def load_config(source: str | Path) -> ModelConfig:
-    """The config of a single-model source (for `nerv-rt info`)."""
-    models = resolve(source)
-    if len(models) > 1:
-        listing = ", ".join(f"{m.path.name} ({m.config.res})" for m in models)
-        raise CheckpointError(f"{source_path(source)} holds several models: {listing}; name one of them")
-    return models[0].config
