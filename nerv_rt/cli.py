@@ -167,6 +167,7 @@ def generate(
     class_label: Optional[str] = typer.Option(None, "--class", help="Class index or name, e.g. pan_left [default: random per video]."),
     backend: str = typer.Option("auto", help="auto, torch, torch-cudagraph, onnxruntime or tensorrt."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs [default: whole loop on torch-cudagraph and tensorrt; off on onnxruntime]."),
     chunk: int = typer.Option(16, help="Frames per decoder call: memory stays flat as --frames grows."),
     fps: int = typer.Option(8, help="Frames per second of the written video."),
     out: Path = typer.Option(Path("clip.mp4"), "--out", "-o", help="Output: .mp4, .gif, or a folder (PNG frames)."),
@@ -177,7 +178,7 @@ def generate(
 
     check_output_path(out)  # before any work: a bad path must not cost a sampling run
     Pipeline.check_frames(frames)
-    pipe = Pipeline.load(model, backend=backend, device=device)
+    pipe = Pipeline.load(model, backend=backend, device=device, cuda_graph=cuda_graph)
     with _progress() as bar:
         task = bar.add_task(f"sampling ({pipe.backend_name}, {pipe.device})", total=steps)
         t0 = time.perf_counter()
@@ -373,6 +374,7 @@ def bench(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32 (CPU and CUDA), bf16 or fp16 (CUDA)."),
     backend: list[str] = typer.Option(["torch"], help="Generator backends (repeatable): torch, torch-cudagraph, onnxruntime, tensorrt."),
+    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Generator CUDA graphs [default: per backend, see generate]."),
     preset: str = typer.Option("L", "--preset", "-p", help="NeRV preset to measure."),
     res: list[int] = typer.Option([128, 256], "--res", "-r", help="Resolutions (repeatable)."),
     scaling_frames: str = typer.Option("16,32,64,128", help="Frame counts of the scaling suite (comma-separated)."),
@@ -398,7 +400,7 @@ def bench(
         frames_list = tuple(int(f) for f in scaling_frames.split(","))
     except ValueError:
         _fail(f"--scaling-frames {scaling_frames!r}: expected comma-separated integers")
-    kw = dict(suite=suite, device=device, precision=precision, backends=tuple(backend),
+    kw = dict(suite=suite, device=device, precision=precision, backends=tuple(backend), cuda_graph=cuda_graph,
               sd_vae=str(sd_vae) if sd_vae else None, generator_source=str(model) if model else None)
     kw.update({k: v for k, v in (("repeats", repeats), ("warmup", warmup)) if v is not None})
     cfg = BenchConfig.quick_config(**kw) if quick else BenchConfig(preset=preset, resolutions=tuple(res),

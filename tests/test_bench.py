@@ -41,7 +41,9 @@ def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
                                           (["--device", "cuda"], "no CUDA GPU"),
                                           (["--precision", "bf16"], "CPU benchmarks run fp32"),
                                           (["--precision", "int4"], "unknown precision"),
-                                          (["--scaling-frames", "a,b"], "comma-separated")])
+                                          (["--scaling-frames", "a,b"], "comma-separated"),
+                                          (["--backend", "tvm"], "unknown backend 'tvm'"),
+                                          (["--backend", "tensorrt"], "needs --device cuda")])
 def test_bench_bad_arguments(tmp_path, args, pattern):
     import torch
 

@@ -85,16 +85,17 @@ def nerv_decoder(preset_name: str, res: int, frames: int, device: str, precision
 
 
 def generation(source: str, backend: str, device: str, precision: str, frames: int, steps: int, sampler: str,
-               guidance: float, warmup: int, repeats: int) -> dict:
+               guidance: float, warmup: int, repeats: int, cuda_graph: bool | None = None) -> dict:
     """Full generation of one video (sampling loop + decode) through the runtime Pipeline."""
     from ..runtime.pipeline import Pipeline
 
-    pipe = Pipeline.load(source, backend=backend, device=device, precision=precision)
+    pipe = Pipeline.load(source, backend=backend, device=device, precision=precision, cuda_graph=cuda_graph)
 
     def run():
         pipe.generate(frames=frames, steps=steps, sampler=sampler, guidance=guidance, seed=0)
         pipe.synchronize()
 
     times = time_runs(run, pipe.device, warmup, repeats)
-    return {"times": times, "backend": pipe.backend_name,
+    captured = any(m.backend.can_capture or getattr(m.backend, "cuda_graph", False) for m in pipe.models.values())
+    return {"times": times, "backend": pipe.backend_name + (" +cuda-graph" if captured else ""),
             **(_gpu_memory() if pipe.device == "cuda" else {})}

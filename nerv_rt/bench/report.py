@@ -42,7 +42,7 @@ def write_results(out: Path, cfg: BenchConfig, machine: dict, results: dict) -> 
     """Write results.json, results.md and (with scaling rows) scaling.png into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     doc = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
-           "config": {k: v for k, v in vars(cfg).items() if k != "extra"}, "paper_a6000": PAPER_A6000,
+           "config": vars(cfg), "paper_a6000": PAPER_A6000,
            "units": {"latency_s": "seconds", "memory.*_mb": "MiB", "gmacs": "10^9 multiply-accumulates"},
            **results}
     if "decoder" in results:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,7 +43,7 @@ class BenchConfig:
     generator_source: str | None = None  # checkpoint for the generator suite (default: random-init preset)
     protocols: tuple[tuple[str, str, int], ...] = (("paper", "ddpm", 250), ("fast", "ddim", 50))
     guidance: float = 2.0
-    extra: dict = field(default_factory=dict)
+    cuda_graph: bool | None = None  # None: each backend's default (see Pipeline.load)
 
     @classmethod
     def quick_config(cls, **kw) -> "BenchConfig":
@@ -71,6 +71,13 @@ def check_config(cfg: BenchConfig) -> None:
         raise NervError(f"--precision {cfg.precision} is for CUDA; the CPU benchmarks run fp32")
     if cfg.repeats < 1 or cfg.warmup < 0:
         raise NervError("--repeats must be >= 1")
+    from ..engines.base import BACKENDS
+
+    for b in cfg.backends:
+        if b not in BACKENDS or b == "auto":
+            raise NervError(f"unknown backend {b!r}; choose from {', '.join(x for x in BACKENDS if x != 'auto')}")
+        if b in ("torch-cudagraph", "tensorrt") and cfg.device != "cuda":
+            raise NervError(f"--backend {b} needs --device cuda")
 
 
 def summarize(times: list[float]) -> dict:
@@ -188,7 +195,7 @@ def generator_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]
                     result, rss = run_in_child(cases.generation, imports=("torch",), source=source, backend=backend,
                                                device=cfg.device, precision=cfg.precision, frames=cfg.frames,
                                                steps=steps, sampler=sampler, guidance=cfg.guidance,
-                                               warmup=cfg.warmup, repeats=cfg.repeats)
+                                               warmup=cfg.warmup, repeats=cfg.repeats, cuda_graph=cfg.cuda_graph)
                     rows.append({"model": f"NeRV-Diffusion-{cfg.preset}", "backend": result["backend"], "res": res,
                                  "frames": cfg.frames, "protocol": name, "sampler": sampler, "steps": steps,
                                  "guidance": cfg.guidance, "latency_s": summarize(result["times"]),

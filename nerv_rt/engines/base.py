@@ -71,8 +71,12 @@ def resolve_backend(name: str, source: ModelSource) -> str:
     return "tensorrt" if engines_ready(source) else "onnxruntime"
 
 
-def open_backend(name: str, source: ModelSource, device: str = "auto", precision: str = "fp32") -> Backend:
-    """Load `source` on the named backend ('auto' picks). Errors say how to get a usable source."""
+def open_backend(name: str, source: ModelSource, device: str = "auto", precision: str = "fp32",
+                 cuda_graph: bool | None = None) -> Backend:
+    """Load `source` on the named backend ('auto' picks). Errors say how to get a usable source.
+
+    cuda_graph: capture the sampling loop as CUDA graphs. None = the backend's default: on for
+    torch-cudagraph and tensorrt (whole loop), off for onnxruntime (its own per-graph option, opt-in)."""
     if device not in DEVICES:
         raise NervError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
     name = resolve_backend(name, source)
@@ -82,14 +86,14 @@ def open_backend(name: str, source: ModelSource, device: str = "auto", precision
                             "(use --backend onnxruntime or tensorrt)")
         from .torch_backend import TorchBackend
 
-        return TorchBackend(source, device, precision, capture=name == "torch-cudagraph")
+        return TorchBackend(source, device, precision, capture=name == "torch-cudagraph" and cuda_graph is not False)
     if source.kind != "export":
         raise NervError(f"the {name} backend runs exported graphs; run `nerv-rt export {source.path}` "
                         "first and pass the export folder")
     if name == "onnxruntime":
         from .ort_backend import OrtBackend
 
-        return OrtBackend(source, device)
+        return OrtBackend(source, device, cuda_graph=bool(cuda_graph))
     from .trt_backend import TrtBackend
 
-    return TrtBackend(source, device)
+    return TrtBackend(source, device, capture=cuda_graph is not False)

@@ -75,6 +75,8 @@ class OrtBackend(Backend):
         if device == "cuda" and not _ort_cuda():
             raise NervError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
                             "(install onnxruntime-gpu on a CUDA machine)")
+        if cuda_graph and device != "cuda":
+            raise NervError("--cuda-graph needs the CUDA execution provider (--device cuda)")
         self.device, self.cuda_graph = device, cuda_graph
         self.folder, self.manifest = source.path, source.manifest
         self.specs = graph_specs(source.config)

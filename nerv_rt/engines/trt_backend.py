@@ -60,9 +60,8 @@ class TrtEngine:
 
 class TrtBackend(Backend):
     name = "tensorrt"
-    can_capture = True
 
-    def __init__(self, source: ModelSource, device: str = "auto"):
+    def __init__(self, source: ModelSource, device: str = "auto", capture: bool = True):
         from ..export.trt_build import (
             check_runtime_match,
             gpu_identity,
@@ -76,7 +75,7 @@ class TrtBackend(Backend):
 
         if device == "cpu" or not torch.cuda.is_available():
             raise NervError("the tensorrt backend needs a CUDA GPU")
-        self.torch, self.device = torch, "cuda"
+        self.torch, self.device, self.can_capture = torch, "cuda", capture
         self.folder, self.manifest = source.path, source.manifest
         self.specs = graph_specs(source.config)
         self.gpu = gpu_identity()

@@ -72,12 +72,15 @@ class Pipeline:
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT, backend: str = "auto", device: str = "auto",
-             precision: str = "fp32") -> "Pipeline":
+             precision: str = "fp32", cuda_graph: bool | None = None) -> "Pipeline":
         """Open `source` ('default', a checkpoint .pt / folder, an export folder, or a folder of
-        those per resolution) on `backend` (auto | torch | torch-cudagraph | onnxruntime | tensorrt)."""
+        those per resolution) on `backend` (auto | torch | torch-cudagraph | onnxruntime | tensorrt).
+
+        cuda_graph: None = the backend's default (whole-loop capture on torch-cudagraph and tensorrt;
+        off for onnxruntime, where True turns on ONNX Runtime's own CUDA graphs)."""
         models = []
         for src in resolve(source):
-            be = open_backend(backend, src, device, precision)
+            be = open_backend(backend, src, device, precision, cuda_graph)
             models.append(_Model(src, be, be.asarray(_token_std(src))))
         return cls(models)
 
