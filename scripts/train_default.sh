@@ -11,14 +11,14 @@ nerv-rt data synth --out "$RUNS/synth128" --n 512 --seed 0 --res 128
 nerv-rt data synth --out "$RUNS/synth256" --n 256 --seed 0 --res 256
 
 # 2. NeRV-VAE at 128^2, then 256^2 starting from the 128^2 weights (every tensor of matching shape)
-nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 3000 --batch 8 --lr 2e-3 \
-  --gan-start 0.75 --gan-weight 0.02 --out "$RUNS/vae128.pt"
-nerv-rt train vae "$RUNS/synth256" --preset tiny --res 256 --steps 800 --batch 4 --lr 1e-3 \
-  --gan-start 0.75 --gan-weight 0.02 --init "$RUNS/vae128.pt" --out "$RUNS/vae256.pt"
+nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 4000 --batch 8 --lr 2e-3 \
+  --gan-start 0.8 --gan-weight 0.02 --ckpt-every 250 --out "$RUNS/vae128.pt"
+nerv-rt train vae "$RUNS/synth256" --preset tiny --res 256 --steps 300 --batch 4 --lr 1e-3 \
+  --gan-start 0.8 --gan-weight 0.02 --ckpt-every 100 --init "$RUNS/vae128.pt" --out "$RUNS/vae256.pt"
 
 # 3. implicit DiT on the frozen VAEs' tokens
 for r in 128 256; do
-  nerv-rt train dit "$RUNS/synth$r" --vae "$RUNS/vae$r.pt" --steps 6000 --batch 64 --lr 3e-4 --ema 0.999 \
+  nerv-rt train dit "$RUNS/synth$r" --vae "$RUNS/vae$r.pt" --steps 4000 --batch 64 --lr 3e-4 --ema 0.999 \
     --out "$RUNS/full$r.pt"
 done
 

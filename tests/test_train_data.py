@@ -139,8 +139,24 @@ def test_ddp_two_processes_match_single_process(tmp_path, clips):
                          cwd=ROOT, capture_output=True, text=True)
     assert ddp.returncode == 0, ddp.stderr
     a, b = ckpt_io.load(tmp_path / "single.pt"), ckpt_io.load(tmp_path / "ddp.pt")
-    for k, v in a.vae.items():
-        torch.testing.assert_close(b.vae[k], v, rtol=1e-3, atol=1e-4)
-    torch.manual_seed(0)  # the trainers' initial weights: the comparison is not between two untouched models
+    torch.manual_seed(0)  # the trainers' initial weights: compare the two updates, not two untouched models
     init = NeRVVAE(a.config).state_dict()
-    assert max((a.vae[k] - init[k]).abs().max() for k in init) > 1e-3  # 10x the tolerance above
+    update = torch.cat([(a.vae[k] - init[k]).flatten() for k in init])
+    drift = torch.cat([(b.vae[k] - a.vae[k]).flatten() for k in init])
+    # Un-averaged gradients would differ by the order of the update itself; float reduction order
+    # (amplified by Adam on near-zero gradients) stays far below 1% of it.
+    assert update.norm() > 0
+    assert drift.norm() < 0.01 * update.norm()
+
+
+def test_init_from_copies_the_overlapping_block(tmp_path):
+    from nerv_rt.train.vae import init_from
+    from tests.conftest import random_checkpoint
+
+    ckpt_io.save(random_checkpoint(128), tmp_path / "r128.pt")
+    model = NeRVVAE(preset("tiny", 256, num_classes=8))
+    assert init_from(model, tmp_path / "r128.pt") > 0
+    src, own = ckpt_io.load(tmp_path / "r128.pt").vae, model.state_dict()
+    torch.testing.assert_close(own["encoder.patch_embed.weight"], src["encoder.patch_embed.weight"])  # same shape
+    torch.testing.assert_close(own["decoder.convs.1.head.mix.weight"][:, :32], src["decoder.convs.1.head.mix.weight"])
+    torch.testing.assert_close(own["encoder.queries"][:, :32], src["encoder.queries"])  # 32 of the 40 queries

@@ -42,13 +42,19 @@ class VAETrainConfig:
     lpips: str | None = None  # local TorchScript LPIPS file; None = weight-free substitute
 
 
-def _init_from(model: torch.nn.Module, path: Path) -> int:
-    """Copy every same-named, same-shaped tensor of another checkpoint's VAE (e.g. 128 -> 256)."""
-    src = ckpt_io.load(path).vae
+@torch.no_grad()
+def init_from(model: torch.nn.Module, path: Path) -> int:
+    """Warm-start from another VAE checkpoint (e.g. 128^2 -> 256^2): every tensor of the same name
+    gets the overlapping block of the other's values (all of it when the shapes match; the first 32
+    of 40 tokens' weights for the token-mixing heads and queries). Returns how many tensors were copied."""
     own = model.state_dict()
-    matched = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(matched, strict=False)
-    return len(matched)
+    copied = 0
+    for k, v in ckpt_io.load(path).vae.items():
+        if k in own and own[k].ndim == v.ndim:
+            block = tuple(slice(0, min(a, b)) for a, b in zip(own[k].shape, v.shape))
+            own[k][block] = v[block]
+            copied += 1
+    return copied
 
 
 def train_vae(data_dir: Path, out: Path, model_cfg: ModelConfig, cfg: VAETrainConfig, device: str = "auto",
@@ -81,7 +87,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
         disc_opt.load_state_dict(ts["disc_optim"])
         start = int(ts["step"])
     elif init is not None:
-        _init_from(vae, init)
+        init_from(vae, init)
     perceptual = perceptual_loss(cfg.lpips).to(d.device)
     vae_ddp, disc_ddp = wrap_ddp(vae, d), wrap_ddp(disc, d)
     times = torch.from_numpy(frame_times(model_cfg.frames)).to(d.device)
