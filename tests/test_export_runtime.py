@@ -83,7 +83,8 @@ def test_chunked_decode_equals_one_call(tiny_export):
     tokens = pipe.sample_tokens(steps=2, seed=0)
     whole = pipe.decode(tokens, frames=10, chunk=10)
     chunked = pipe.decode(tokens, frames=10, chunk=3)
-    assert np.array_equal(whole, chunked)
+    # ONNX Runtime may pick a different conv kernel per batch size: allow one level of rounding.
+    assert np.abs(whole.astype(int) - chunked.astype(int)).max() <= 1
 
 
 def test_fractional_frame_times_and_encode(tiny_export):
