@@ -33,6 +33,9 @@ class OrtEngine:
                 providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1" if self.cuda_graph else "0"})]
             else:
                 providers = ["CPUExecutionProvider"]
+                # The memory-pattern planner keeps a second, pre-planned arena per input shape: on CPU it
+                # quadrupled the decoder's resident memory (S preset) and bought no speed (bench/results).
+                opts.enable_mem_pattern = False
             self._sessions[key] = ort.InferenceSession(self.path, opts, providers=providers)
         return self._sessions[key]
 
