@@ -97,7 +97,7 @@ def _model_config(source: str, res: int | None):
 @app.command()
 def export(
     ckpt: str = typer.Argument(..., help="Checkpoint .pt, save_pretrained folder, or 'default' (the embedded model)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: engines/<name>/]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: engines/<name>/)."),
     opset: int = typer.Option(18, help="ONNX opset (TensorRT 10 parses 9-20)."),
     max_frames: int = typer.Option(64, help="Most frames per decoder call (TensorRT profile; longer videos are chunked)."),
     max_batch: int = typer.Option(4, help="Most videos per DiT call (the DiT profile goes to 2x for CFG)."),
@@ -135,8 +135,8 @@ def _print_export_summary(folder: Path) -> None:
 def build(
     folder: Path = typer.Argument(..., help="Export folder (from `nerv-rt export`)."),
     precision: str = typer.Option("fp16", help="fp32, fp16 or bf16."),
-    max_batch: Optional[int] = typer.Option(None, help="Most videos per DiT call [default: the export's]."),
-    max_frames: Optional[int] = typer.Option(None, help="Most frames per decoder call [default: the export's]."),
+    max_batch: Optional[int] = typer.Option(None, help="Most videos per DiT call (default: the export's)."),
+    max_frames: Optional[int] = typer.Option(None, help="Most frames per decoder call (default: the export's)."),
     workspace: float = typer.Option(4.0, help="Builder workspace limit in GB."),
 ) -> None:
     """Build TensorRT engines from an export folder. An engine is reused while its key (ONNX sha256,
@@ -158,23 +158,23 @@ def build(
 def generate(
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
     frames: int = typer.Option(16, "--frames", "-f", help="Frames per video (1-4096); more than the training clip interpolates."),
-    res: Optional[int] = typer.Option(None, "--res", "-r", help="Resolution, one the model has [default: its smallest]."),
+    res: Optional[int] = typer.Option(None, "--res", "-r", help="Resolution, one the model has (default: its smallest)."),
     n: int = typer.Option(1, "--n", help="Number of videos."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same video on every backend."),
     steps: int = typer.Option(50, help="Sampler steps (the paper's protocol: --sampler ddpm --steps 250)."),
     sampler: str = typer.Option("ddim", help="ddim or ddpm."),
     guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = off)."),
-    class_label: Optional[str] = typer.Option(None, "--class", help="Class index or name, e.g. pan_left [default: random per video]."),
+    class_label: Optional[str] = typer.Option(None, "--class", help="Class index or name, e.g. pan_left (default: random per video)."),
     backend: str = typer.Option("auto", help="auto, torch, torch-cudagraph, onnxruntime or tensorrt."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs [default: whole loop on torch-cudagraph and tensorrt; off on onnxruntime]."),
+    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs (default: whole loop on torch-cudagraph and tensorrt; off on onnxruntime)."),
     chunk: int = typer.Option(16, help="Frames per decoder call: memory stays flat as --frames grows."),
     fps: int = typer.Option(8, help="Frames per second of the written video."),
     out: Path = typer.Option(Path("clip.mp4"), "--out", "-o", help="Output: .mp4, .gif, or a folder (PNG frames)."),
 ) -> None:
     """Generate videos: the DiT samples weight tokens, the NeRV decoder renders the frames."""
     from .runtime.pipeline import Pipeline
-    from .runtime.video_io import check_output_path, save_video
+    from .runtime.video_io import check_output_path
 
     check_output_path(out)  # before any work: a bad path must not cost a sampling run
     Pipeline.check_frames(frames)
@@ -186,14 +186,12 @@ def generate(
                                     progress=lambda i: bar.update(task, completed=i))
         pipe.synchronize()
         t1 = time.perf_counter()
-    video = pipe.decode(tokens, frames, res, chunk)
-    t2 = time.perf_counter()
-    paths = save_video(video, out, fps=fps)
-    t3 = time.perf_counter()
+    timings: dict = {}
+    paths = pipe.render(tokens, out, frames, res, chunk, fps, timings)  # chunk by chunk into the file(s)
     for p in paths:
         typer.echo(str(p))
-    console.print(f"sample {t1 - t0:.2f} s | decode {t2 - t1:.2f} s | write {t3 - t2:.2f} s "
-                  f"({n} x {frames} frames at {video.shape[2]}^2, {pipe.backend_name} on {pipe.device})")
+    console.print(f"sample {t1 - t0:.2f} s | decode {timings['decode_s']:.2f} s | write {timings['write_s']:.2f} s "
+                  f"({n} x {frames} frames at {pipe.model(res).config.res}^2, {pipe.backend_name} on {pipe.device})")
 
 
 def _progress():
@@ -316,7 +314,7 @@ app.add_typer(eval_app, name="eval")
 def reconstruct(
     video: Path = typer.Argument(..., help="Input video file."),
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
-    res: Optional[int] = typer.Option(None, "--res", "-r", help="Model resolution [default: the smallest]."),
+    res: Optional[int] = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
     out: Path = typer.Option(Path("side_by_side.mp4"), "--out", "-o", help="Output (.mp4, .gif or folder)."),
     backend: str = typer.Option("auto", help="auto, torch, onnxruntime, ..."),
     fps: int = typer.Option(8, help="Frames per second of the output."),
@@ -343,7 +341,7 @@ def reconstruct(
 def eval_recon(
     data: Path = typer.Argument(..., help="Folder of videos."),
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
-    res: Optional[int] = typer.Option(None, "--res", "-r", help="Model resolution [default: the smallest]."),
+    res: Optional[int] = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
     backend: str = typer.Option("auto", help="auto, torch, onnxruntime, ..."),
     limit: Optional[int] = typer.Option(None, help="Evaluate at most this many clips."),
     i3d: Optional[Path] = typer.Option(None, help="Local TorchScript I3D file: also report reconstruction FVD."),
@@ -374,15 +372,15 @@ def bench(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32 (CPU and CUDA), bf16 or fp16 (CUDA)."),
     backend: list[str] = typer.Option(["torch"], help="Generator backends (repeatable): torch, torch-cudagraph, onnxruntime, tensorrt."),
-    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Generator CUDA graphs [default: per backend, see generate]."),
+    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Generator CUDA graphs (default: per backend, see generate)."),
     preset: str = typer.Option("L", "--preset", "-p", help="NeRV preset to measure."),
     res: list[int] = typer.Option([128, 256], "--res", "-r", help="Resolutions (repeatable)."),
     scaling_frames: str = typer.Option("16,32,64,128", help="Frame counts of the scaling suite (comma-separated)."),
-    repeats: Optional[int] = typer.Option(None, help="Timed runs per case after warm-up [default: 5; --quick: 2]."),
-    warmup: Optional[int] = typer.Option(None, help="Untimed runs per case [default: 1]."),
+    repeats: Optional[int] = typer.Option(None, help="Timed runs per case after warm-up (default: 5; --quick: 2)."),
+    warmup: Optional[int] = typer.Option(None, help="Untimed runs per case (default: 1)."),
     quick: bool = typer.Option(False, "--quick", help="CI size: tiny models, reduced-width SD-VAE, 4 frames, 2 runs."),
     sd_vae: Optional[Path] = typer.Option(None, help="Local diffusers AutoencoderKL folder with real SD-VAE weights."),
-    model: Optional[Path] = typer.Option(None, help="Checkpoint for the generator suite [default: random-init preset]."),
+    model: Optional[Path] = typer.Option(None, help="Checkpoint for the generator suite (default: random-init preset)."),
     out: Path = typer.Option(Path("bench/results/latest"), "--out", "-o", help="Folder for results.json, results.md, scaling.png."),
 ) -> None:
     """Measure the paper's efficiency table on this machine: SD-VAE vs NeRV decoder, full generation, scaling."""

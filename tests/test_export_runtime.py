@@ -13,6 +13,7 @@ from nerv_rt.errors import CheckpointError, NervError
 from nerv_rt.export.onnx_export import export
 from nerv_rt.export.specs import graph_specs
 from nerv_rt.runtime.pipeline import Pipeline
+from nerv_rt.runtime.video_io import save_video
 from tests.conftest import random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +86,32 @@ def test_chunked_decode_equals_one_call(tiny_export):
     chunked = pipe.decode(tokens, frames=10, chunk=3)
     # ONNX Runtime may pick a different conv kernel per batch size: allow one level of rounding.
     assert np.abs(whole.astype(int) - chunked.astype(int)).max() <= 1
+
+
+def test_render_streams_frames_into_the_file(tiny_export, tmp_path):
+    import tracemalloc
+
+    import av
+
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    tokens = pipe.sample_tokens(steps=2, seed=0)
+    peaks = {}
+    for frames in (16, 256):
+        tracemalloc.start()
+        pipe.render(tokens, tmp_path / f"f{frames}.mp4", frames=frames, chunk=16)
+        peaks[frames] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # numpy's buffers are traced: holding 256 frames would add 240 x 49 KB = 11.8 MB of uint8 alone
+    assert peaks[256] - peaks[16] < 2 * 2**20, peaks
+    with av.open(str(tmp_path / "f256.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 256
+    save_video(pipe.decode(tokens, frames=16), tmp_path / "ref.mp4")  # the array path, same encoder
+
+    def frames_of(name):
+        with av.open(str(tmp_path / name)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+
+    assert np.abs(frames_of("f16.mp4") - frames_of("ref.mp4")).mean() < 0.5
 
 
 def test_fractional_frame_times_and_encode(tiny_export):

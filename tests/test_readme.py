@@ -29,3 +29,10 @@ def test_readme_preset_table_matches_info(name):
                f"{p['decoder'] / 1e6:.2f} M | {p['dit'] / 1e6:.2f} M | {m['decoder_16f'] / 1e9:.1f} | "
                f"{m['dit_step'] / 1e9:.2f} |")
         assert row in README, row
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    block = README.split("## Python API")[1].split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip-0.mp4", "clip-1.mp4", "long.mp4"]

@@ -8,9 +8,10 @@ an export folder and onnxruntime this module never imports torch.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from ..models.presets import ModelConfig
 from .frames import frame_times, to_uint8
 from .sampling import DeviceInputs, denoise, prepare_inputs
 from .sources import DEFAULT, ModelSource, resolve
+from .video_io import check_output_path, output_paths, write_frames
 
 MAX_FRAMES = 4096  # frames per generated video; memory stays flat (chunked decode) but the output array grows
 DEFAULT_STEPS = 50
@@ -142,22 +144,59 @@ class Pipeline:
 
         Frames are queried at evenly spaced times in [0, 1] (more frames than training interpolate);
         pass `frame_t` to choose the times yourself (any floats, extrapolation included)."""
+        times = self._decode_times(frames, frame_t, chunk)
+        res_ = self.model(res).config.res
+        out = np.empty((tokens.shape[0], len(times), res_, res_, 3), np.uint8)
+        for i, s, block in self.iter_frames(tokens, frames, res, chunk, frame_t):
+            out[i, s:s + len(block)] = block
+        return out
+
+    def iter_frames(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
+                    frame_t: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield (video index, first frame index, uint8 [c, H, W, 3]) one decoder call at a time."""
         m = self.model(res)
+        times = self._decode_times(frames, frame_t, chunk)
+        if isinstance(tokens, np.ndarray):
+            tokens = m.backend.asarray(tokens.astype(np.float32))
+        decoder = m.engine("decoder")
+        for i in range(tokens.shape[0]):
+            for s in range(0, len(times), chunk):
+                frames_out = decoder(tokens=tokens[i:i + 1], frame_t=m.backend.asarray(times[s:s + chunk]))["frames"]
+                yield i, s, to_uint8(m.backend.numpy(frames_out))
+
+    def render(self, tokens: Array | np.ndarray, path: str | Path, frames: int = 16, res: int | None = None,
+               chunk: int = 16, fps: int = 8, timings: dict | None = None) -> list[Path]:
+        """Decode tokens (n, N, d_z) straight into video files (`save_video` naming), one chunk at a
+        time: unlike `decode`, memory does not grow with the frame count (.mp4 and PNG folders; a .gif
+        is assembled in memory). `timings`, if given, receives decode_s and write_s."""
+        check_output_path(path)
+        self._decode_times(frames, None, chunk)
+        paths = output_paths(path, tokens.shape[0])
+        decode_s = 0.0
+
+        def timed(blocks):  # the decoder's share of the time spent pulling frames into the writer
+            nonlocal decode_s
+            while True:
+                t = time.perf_counter()
+                item = next(blocks, None)
+                decode_s += time.perf_counter() - t
+                if item is None:
+                    return
+                yield item[2]
+
+        t0 = time.perf_counter()
+        for i, p in enumerate(paths):
+            write_frames(timed(self.iter_frames(tokens[i:i + 1], frames, res, chunk)), p, fps)
+        if timings is not None:
+            timings.update(decode_s=decode_s, write_s=time.perf_counter() - t0 - decode_s)
+        return paths
+
+    def _decode_times(self, frames: int, frame_t: np.ndarray | None, chunk: int) -> np.ndarray:
         times = frame_times(frames) if frame_t is None else np.asarray(frame_t, np.float32).reshape(-1)
         self.check_frames(len(times))
         if chunk < 1:
             raise NervError(f"--chunk must be at least 1, got {chunk}")
-        if isinstance(tokens, np.ndarray):
-            tokens = m.backend.asarray(tokens.astype(np.float32))
-        decoder = m.engine("decoder")
-        n, res_ = tokens.shape[0], m.config.res
-        out = np.empty((n, len(times), res_, res_, 3), np.uint8)
-        for i in range(n):
-            for s in range(0, len(times), chunk):
-                t = m.backend.asarray(times[s:s + chunk])
-                frames_out = decoder(tokens=tokens[i:i + 1], frame_t=t)["frames"]
-                out[i, s:s + chunk] = to_uint8(m.backend.numpy(frames_out))
-        return out
+        return times
 
     def encode(self, video: np.ndarray, res: int | None = None) -> np.ndarray:
         """Posterior-mean tokens of uint8 videos [n, T, H, W, 3] (T = the model's clip length,

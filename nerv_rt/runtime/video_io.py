@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -55,18 +56,22 @@ def save_video(video: np.ndarray, path: str | Path, fps: int = 8, quality: str =
     check_output_path(path)
     paths = output_paths(path, len(batch))
     for clip, p in zip(batch, paths):
-        _write_one(clip, p, fps, quality)
+        write_frames([clip], p, fps, quality)
     return paths
 
 
-def _write_one(clip: np.ndarray, path: Path, fps: int, quality: str) -> None:
+def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: int = 8, quality: str = "normal") -> None:
+    """Write one video from uint8 frame chunks [c, H, W, 3] as they come, atomically: .mp4 and PNG
+    folders hold one chunk at a time; a .gif is assembled in memory (GIF writers need every frame)."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix == "":
         tmp = Path(tempfile.mkdtemp(dir=path.parent or ".", prefix=f".{path.name}."))
         try:
             import imageio.v3 as iio
 
-            for k, frame in enumerate(clip):
+            frames = (frame for chunk in chunks for frame in chunk)
+            for k, frame in enumerate(frames):
                 iio.imwrite(tmp / f"frame_{k:05d}.png", frame)
             if path.exists():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -80,30 +85,34 @@ def _write_one(clip: np.ndarray, path: Path, fps: int, quality: str) -> None:
     tmp = Path(tmp_name)
     try:
         if suffix == ".mp4":
-            _write_mp4(clip, tmp, fps, quality)
+            _write_mp4(chunks, tmp, fps, quality)
         else:
             import imageio.v3 as iio
 
-            iio.imwrite(tmp, clip, extension=".gif", duration=1000 / fps, loop=0)
+            iio.imwrite(tmp, np.concatenate(list(chunks)), extension=".gif", duration=1000 / fps, loop=0)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _write_mp4(clip: np.ndarray, path: Path, fps: int, quality: str) -> None:
+def _write_mp4(chunks: Iterable[np.ndarray], path: Path, fps: int, quality: str) -> None:
     import av
 
-    F, H, W, _ = clip.shape
-    if H % 2 or W % 2:
-        raise NervError(f"{path}: H.264 needs even frame sizes, got {W}x{H}")
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"crf": _CRF[quality], "preset": "medium"}
-        for frame in clip:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
+        stream = None
+        for chunk in chunks:
+            if stream is None:  # the frame size is known once the first chunk arrives
+                H, W = chunk.shape[1:3]
+                if H % 2 or W % 2:
+                    raise NervError(f"{path}: H.264 needs even frame sizes, got {W}x{H}")
+                stream = container.add_stream("libx264", rate=fps)
+                stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+                stream.options = {"crf": _CRF[quality], "preset": "medium"}
+            for frame in chunk:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        if stream is not None:
+            container.mux(stream.encode())
 
 
 def read_video(path: str | Path, start: int = 0, count: int | None = None, size: int | None = None) -> np.ndarray:
