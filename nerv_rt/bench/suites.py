@@ -155,7 +155,7 @@ def scaling_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]:
     return rows
 
 
-def _random_checkpoint(preset_name: str, res: int, folder: Path) -> Path:
+def random_checkpoint(preset_name: str, res: int, folder: Path) -> Path:
     """A random-init checkpoint of the preset (latency does not depend on trained weights)."""
     import torch
 
@@ -175,7 +175,7 @@ def generator_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]
     rows = []
     with tempfile.TemporaryDirectory(prefix="nerv-bench-") as scratch:
         for res in cfg.resolutions:
-            ckpt = Path(cfg.generator_source) if cfg.generator_source else _random_checkpoint(cfg.preset, res, Path(scratch))
+            ckpt = Path(cfg.generator_source) if cfg.generator_source else random_checkpoint(cfg.preset, res, Path(scratch))
             sources = {}
             for backend in cfg.backends:
                 if backend in ("onnxruntime", "tensorrt") and "export" not in sources:
