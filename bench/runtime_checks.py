@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nerv_rt.bench.memory import run_in_child
-from nerv_rt.bench.suites import BenchConfig, random_checkpoint, machine_info
+from nerv_rt.bench.suites import BenchConfig, machine_info, random_checkpoint
 from nerv_rt.export.onnx_export import export
 from nerv_rt.runtime.pipeline import Pipeline
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import click
 import typer
@@ -16,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import NervError
-from .models.presets import PRESETS, RESOLUTIONS
+from .models.presets import PRESETS
 
 
 class _Group(typer.core.TyperGroup):
@@ -47,9 +46,9 @@ def _fail(msg: str) -> None:
 
 @app.command()
 def info(
-    path: Optional[str] = typer.Argument(None, help="'default', a checkpoint (.pt or folder) or an export folder to describe."),
+    path: str | None = typer.Argument(None, help="'default', a checkpoint (.pt or folder) or an export folder to describe."),
     preset: str = typer.Option("L", "--preset", "-p", help=f"Preset to describe when no PATH: {', '.join(PRESETS)}."),
-    res: Optional[int] = typer.Option(None, "--res", "-r", help="Resolution (preset: 128 or 256, default 128; PATH: one it holds)."),
+    res: int | None = typer.Option(None, "--res", "-r", help="Resolution (preset: 128 or 256, default 128; PATH: one it holds)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Tokens, parameters per module and MACs (decoder per 16-frame video, DiT per forward)."""
@@ -97,7 +96,7 @@ def _model_config(source: str, res: int | None):
 @app.command()
 def export(
     ckpt: str = typer.Argument(..., help="Checkpoint .pt, save_pretrained folder, or 'default' (the embedded model)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: engines/<name>/)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: engines/<name>/)."),
     opset: int = typer.Option(18, help="ONNX opset (TensorRT 10 parses 9-20)."),
     max_frames: int = typer.Option(64, help="Most frames per decoder call (TensorRT profile; longer videos are chunked)."),
     max_batch: int = typer.Option(4, help="Most videos per DiT call (the DiT profile goes to 2x for CFG)."),
@@ -135,8 +134,8 @@ def _print_export_summary(folder: Path) -> None:
 def build(
     folder: Path = typer.Argument(..., help="Export folder (from `nerv-rt export`)."),
     precision: str = typer.Option("fp16", help="fp32, fp16 or bf16."),
-    max_batch: Optional[int] = typer.Option(None, help="Most videos per DiT call (default: the export's)."),
-    max_frames: Optional[int] = typer.Option(None, help="Most frames per decoder call (default: the export's)."),
+    max_batch: int | None = typer.Option(None, help="Most videos per DiT call (default: the export's)."),
+    max_frames: int | None = typer.Option(None, help="Most frames per decoder call (default: the export's)."),
     workspace: float = typer.Option(4.0, help="Builder workspace limit in GB."),
 ) -> None:
     """Build TensorRT engines from an export folder. An engine is reused while its key (ONNX sha256,
@@ -158,16 +157,16 @@ def build(
 def generate(
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
     frames: int = typer.Option(16, "--frames", "-f", help="Frames per video (1-4096); more than the training clip interpolates."),
-    res: Optional[int] = typer.Option(None, "--res", "-r", help="Resolution, one the model has (default: its smallest)."),
+    res: int | None = typer.Option(None, "--res", "-r", help="Resolution, one the model has (default: its smallest)."),
     n: int = typer.Option(1, "--n", help="Number of videos."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same video on every backend."),
     steps: int = typer.Option(50, help="Sampler steps (the paper's protocol: --sampler ddpm --steps 250)."),
     sampler: str = typer.Option("ddim", help="ddim or ddpm."),
     guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = off)."),
-    class_label: Optional[str] = typer.Option(None, "--class", help="Class index or name, e.g. pan_left (default: random per video)."),
+    class_label: str | None = typer.Option(None, "--class", help="Class index or name, e.g. pan_left (default: random per video)."),
     backend: str = typer.Option("auto", help="auto, torch, torch-cudagraph, onnxruntime or tensorrt."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs (default: whole loop on torch-cudagraph and tensorrt; off on onnxruntime)."),
+    cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs (default: whole loop on torch-cudagraph and tensorrt; off on onnxruntime)."),
     chunk: int = typer.Option(16, help="Frames per decoder call: memory stays flat as --frames grows."),
     fps: int = typer.Option(8, help="Frames per second of the written video."),
     out: Path = typer.Option(Path("clip.mp4"), "--out", "-o", help="Output: .mp4, .gif, or a folder (PNG frames)."),
@@ -252,8 +251,8 @@ def train_vae_cmd(
     gan_weight: float = typer.Option(0.05, help="Weight of the hinge GAN loss (0 disables the discriminator)."),
     kl_weight: float = typer.Option(1e-6, help="Weight of the KL term (summed over tokens)."),
     perceptual_weight: float = typer.Option(0.1, help="Weight of the perceptual term (LPIPS or its substitute)."),
-    lpips: Optional[Path] = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
-    init: Optional[Path] = typer.Option(None, help="Start from another VAE checkpoint's matching weights (e.g. 128 -> 256)."),
+    lpips: Path | None = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
+    init: Path | None = typer.Option(None, help="Start from another VAE checkpoint's matching weights (e.g. 128 -> 256)."),
     ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of weights and data order."),
@@ -314,7 +313,7 @@ app.add_typer(eval_app, name="eval")
 def reconstruct(
     video: Path = typer.Argument(..., help="Input video file."),
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
-    res: Optional[int] = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
+    res: int | None = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
     out: Path = typer.Option(Path("side_by_side.mp4"), "--out", "-o", help="Output (.mp4, .gif or folder)."),
     backend: str = typer.Option("auto", help="auto, torch, onnxruntime, ..."),
     fps: int = typer.Option(8, help="Frames per second of the output."),
@@ -341,10 +340,10 @@ def reconstruct(
 def eval_recon(
     data: Path = typer.Argument(..., help="Folder of videos."),
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
-    res: Optional[int] = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
+    res: int | None = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
     backend: str = typer.Option("auto", help="auto, torch, onnxruntime, ..."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate at most this many clips."),
-    i3d: Optional[Path] = typer.Option(None, help="Local TorchScript I3D file: also report reconstruction FVD."),
+    limit: int | None = typer.Option(None, help="Evaluate at most this many clips."),
+    i3d: Path | None = typer.Option(None, help="Local TorchScript I3D file: also report reconstruction FVD."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Mean PSNR / SSIM of reconstructions over the first clip of every video (FVD with --i3d)."""
@@ -372,15 +371,15 @@ def bench(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32 (CPU and CUDA), bf16 or fp16 (CUDA)."),
     backend: list[str] = typer.Option(["torch"], help="Generator backends (repeatable): torch, torch-cudagraph, onnxruntime, tensorrt."),
-    cuda_graph: Optional[bool] = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Generator CUDA graphs (default: per backend, see generate)."),
+    cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Generator CUDA graphs (default: per backend, see generate)."),
     preset: str = typer.Option("L", "--preset", "-p", help="NeRV preset to measure."),
     res: list[int] = typer.Option([128, 256], "--res", "-r", help="Resolutions (repeatable)."),
     scaling_frames: str = typer.Option("16,32,64,128", help="Frame counts of the scaling suite (comma-separated)."),
-    repeats: Optional[int] = typer.Option(None, help="Timed runs per case after warm-up (default: 5; --quick: 2)."),
-    warmup: Optional[int] = typer.Option(None, help="Untimed runs per case (default: 1)."),
+    repeats: int | None = typer.Option(None, help="Timed runs per case after warm-up (default: 5; --quick: 2)."),
+    warmup: int | None = typer.Option(None, help="Untimed runs per case (default: 1)."),
     quick: bool = typer.Option(False, "--quick", help="CI size: tiny models, reduced-width SD-VAE, 4 frames, 2 runs."),
-    sd_vae: Optional[Path] = typer.Option(None, help="Local diffusers AutoencoderKL folder with real SD-VAE weights."),
-    model: Optional[Path] = typer.Option(None, help="Checkpoint for the generator suite (default: random-init preset)."),
+    sd_vae: Path | None = typer.Option(None, help="Local diffusers AutoencoderKL folder with real SD-VAE weights."),
+    model: Path | None = typer.Option(None, help="Checkpoint for the generator suite (default: random-init preset)."),
     out: Path = typer.Option(Path("bench/results/latest"), "--out", "-o", help="Folder for results.json, results.md, scaling.png."),
 ) -> None:
     """Measure the paper's efficiency table on this machine: SD-VAE vs NeRV decoder, full generation, scaling."""

@@ -1,8 +1,8 @@
 """Reconstruction quality: PSNR / SSIM per clip, and FVD from a local I3D TorchScript file."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

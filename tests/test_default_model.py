@@ -1,6 +1,5 @@
 """The embedded default model: loads offline, generates at both resolutions, and reconstructs
 held-out synthetic clips (a seed not used in training) no worse than when it was shipped."""
-from pathlib import Path
 
 import numpy as np
 import pytest

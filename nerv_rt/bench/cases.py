@@ -6,7 +6,8 @@ perf_counter on CPU. Weights are random: latency and memory do not depend on the
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SD_VAE_CONFIG = dict(  # Stable Diffusion 1.x VAE (49.5 M decoder parameters)
     in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32, sample_size=512, layers_per_block=2,

@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _rss_kb(field: str) -> int:
@@ -30,7 +31,7 @@ def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue
         base = _rss_kb("VmRSS")
         result = fn(**kwargs)
         queue.put(("ok", result, (_rss_kb("VmHWM") - base) * 1024))
-    except BaseException:  # noqa: BLE001 - report any failure to the parent
+    except BaseException:
         queue.put(("error", traceback.format_exc(), 0))
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import platform
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class BenchConfig:
     cuda_graph: bool | None = None  # None: each backend's default (see Pipeline.load)
 
     @classmethod
-    def quick_config(cls, **kw) -> "BenchConfig":
+    def quick_config(cls, **kw) -> BenchConfig:
         """CI-sized: tiny models, reduced-width SD-VAE, 4 frames at 128^2, 1 + 2 runs."""
         base = dict(preset="tiny", resolutions=(128,), frames=4, scaling_frames=(2, 4), warmup=1, repeats=2,
                     quick=True, protocols=(("paper", "ddpm", 8), ("fast", "ddim", 4)))

@@ -40,7 +40,7 @@ class Backend(ABC):
     def numpy(self, a: Array) -> np.ndarray:
         """This backend's array -> host numpy array."""
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - a no-op by default: CPU backends have no queue
         """Wait for queued device work (timing)."""
 
 

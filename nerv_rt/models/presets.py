@@ -72,7 +72,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         d = dict(d)
         enc = dict(d.pop("encoder"))
         enc["patch"] = tuple(enc["patch"])

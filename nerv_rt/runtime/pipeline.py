@@ -9,9 +9,9 @@ an export folder and onnxruntime this module never imports torch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT, backend: str = "auto", device: str = "auto",
-             precision: str = "fp32", cuda_graph: bool | None = None) -> "Pipeline":
+             precision: str = "fp32", cuda_graph: bool | None = None) -> Pipeline:
         """Open `source` ('default', a checkpoint .pt / folder, an export folder, or a folder of
         those per resolution) on `backend` (auto | torch | torch-cudagraph | onnxruntime | tensorrt).
 

@@ -6,8 +6,8 @@ one graph (runtime/captured.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class DeviceInputs:
     x_in: Array  # (B, N, d) DiT input buffer, filled every step
 
     @classmethod
-    def from_host(cls, backend: Backend, s: SamplerInputs) -> "DeviceInputs":
+    def from_host(cls, backend: Backend, s: SamplerInputs) -> DeviceInputs:
         batch = s.y.shape[0]
         x_in = np.zeros((batch, *s.x_T.shape[1:]), np.float32)
         return cls(*(backend.asarray(a) for a in (s.x_T, s.noise, s.timesteps, s.y, s.coeffs, x_in)))
