@@ -9,7 +9,6 @@ import json
 import time
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -19,7 +18,7 @@ from .models.presets import PRESETS
 
 
 class _Group(typer.core.TyperGroup):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except NervError as e:
