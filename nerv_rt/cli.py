@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import NervError
+from .errors import EXTRA_OF, NervError, missing_extra
 from .models.presets import PRESETS
 
 
@@ -23,6 +23,11 @@ class _Group(typer.core.TyperGroup):
             return super().invoke(ctx)
         except NervError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as e:  # an optional extra this command needs
+            if (e.name or "").split(".")[0] not in EXTRA_OF:
+                raise
+            typer.echo(f"error: {missing_extra(e.name)}", err=True)
             raise typer.Exit(2) from None
 
 

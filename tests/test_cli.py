@@ -12,10 +12,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args, cwd=None):
-    """The real console script in a subprocess: what a user sees (stdout, stderr, exit code)."""
-    return subprocess.run([sys.executable, "-c", "from nerv_rt.cli import app; app()", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or ROOT)
+HIDE_MODULES = """
+from importlib.machinery import PathFinder
+find_on_path, hidden = PathFinder.find_spec, {hidden!r}
+def find_spec(name, path=None, target=None):  # as if not installed: import fails, find_spec gives None
+    return None if name.split(".")[0] in hidden else find_on_path(name, path, target)
+PathFinder.find_spec = staticmethod(find_spec)
+"""
+
+
+def run(*args, cwd=None, without: tuple[str, ...] = ()):
+    """The real console script in a subprocess: what a user sees (stdout, stderr, exit code).
+    `without` names top-level modules to make unimportable, as in an install without them."""
+    code = (HIDE_MODULES.format(hidden=set(without)) if without else "") + "from nerv_rt.cli import app; app()"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT)
 
 
 def assert_clean_error(res, pattern: str):
@@ -151,3 +162,12 @@ def test_help_on_every_command():
                 ["data", "synth"], ["reconstruct"], ["eval", "recon"]):
         res = run(*cmd, "--help")
         assert res.returncode == 0 and "Usage" in res.stdout, (cmd, res.stderr)
+
+
+@pytest.mark.parametrize("args, hidden, extra", [(["export", "default"], "onnx", "export"),
+                                                  (["data", "synth", "--n", "1"], "scipy", "train"),
+                                                  (["bench", "--quick"], "diffusers", "bench")])
+def test_missing_extra_is_one_clear_line(tmp_path, args, hidden, extra):
+    res = run(*args, "--out", tmp_path / "o", without=(hidden,))
+    assert_clean_error(res, f'pip install "nerv-rt[{extra}]"')
+    assert not (tmp_path / "o").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NervError
+from ..errors import NervError, require
 from . import cases
 from .memory import run_in_child
 
@@ -78,6 +78,12 @@ def check_config(cfg: BenchConfig) -> None:
             raise NervError(f"unknown backend {b!r}; choose from {', '.join(x for x in BACKENDS if x != 'auto')}")
         if b in ("torch-cudagraph", "tensorrt") and cfg.device != "cuda":
             raise NervError(f"--backend {b} needs --device cuda")
+    if cfg.suite in ("decoder", "scaling", "all"):
+        require("diffusers")  # the SD-VAE baseline
+    if cfg.suite in ("scaling", "all"):
+        require("matplotlib")
+    if cfg.suite in ("generator", "all") and "onnxruntime" in cfg.backends:
+        require("onnx", "onnxruntime")
 
 
 def summarize(times: list[float]) -> dict:
