@@ -28,45 +28,45 @@ from nerv_rt.runtime.pipeline import Pipeline
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def interleaved_medians(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each fn, alternating between them so drift hits all alike."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
+def medians(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each fn: a warm-up, then `repeats` calls back to back (as in the
+    sampling loop, then the decoding loop; alternating two ONNX Runtime sessions makes their
+    spinning thread pools compete for the cores)."""
+    out = {}
+    for k, fn in fns.items():
+        fn()
+        times = []
+        for _ in range(repeats):
             t0 = time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+            times.append(time.perf_counter() - t0)
+        out[k] = float(np.median(times))
+    return out
 
 
-def engines(source, backend):
+def engine_medians(source: str, backend: str, repeats: int) -> dict[str, float]:
+    """Medians of the decoder (16 frames) and one DiT forward (CFG batch 2) on one backend. Run in a
+    child process per backend: two runtimes' thread pools in one process spin against each other."""
     m = Pipeline.load(source, backend=backend, device="cpu").model()
-    return m, m.engine("decoder"), m.engine("dit")
+    dec, dit, cfg = m.engine("decoder"), m.engine("dit"), m.config
+    rng = np.random.default_rng(0)  # the same inputs on both backends
+    tokens = m.backend.asarray(rng.standard_normal((1, cfg.tokens, cfg.token_dim), dtype=np.float32))
+    times = m.backend.asarray(np.linspace(0, 1, 16, dtype=np.float32))
+    feed = {"x_t": m.backend.asarray(rng.standard_normal((2, cfg.tokens, cfg.token_dim), dtype=np.float32)),
+            "t": m.backend.asarray(np.array([500.0, 500.0], np.float32)),
+            "y": m.backend.asarray(np.array([0, cfg.num_classes], np.int64))}
+    return medians({"decoder": lambda: dec(tokens=tokens, frame_t=times), "dit": lambda: dit(**feed)}, repeats)
 
 
 def speed(preset_name: str, scratch: Path, repeats: int) -> dict:
     ckpt = random_checkpoint(preset_name, 128, scratch)
     folder = export(ckpt, scratch / f"{preset_name}-export")
-    rng = np.random.default_rng(0)
-    out = {}
-    runs = {}
-    for backend, source in (("torch", ckpt), ("onnxruntime", folder)):
-        m, dec, dit = engines(source, backend)
-        cfg = m.config
-        tokens = m.backend.asarray(rng.standard_normal((1, cfg.tokens, cfg.token_dim), dtype=np.float32))
-        times = m.backend.asarray(np.linspace(0, 1, 16, dtype=np.float32))
-        feed = {"x_t": m.backend.asarray(rng.standard_normal((2, cfg.tokens, cfg.token_dim), dtype=np.float32)),
-                "t": m.backend.asarray(np.array([500.0, 500.0], np.float32)),
-                "y": m.backend.asarray(np.array([0, cfg.num_classes], np.int64))}
-        runs[f"decoder_{backend}"] = (lambda d=dec, z=tokens, t=times: d(tokens=z, frame_t=t))
-        runs[f"dit_{backend}"] = (lambda d=dit, f=feed: d(**f))
-    med = interleaved_medians(runs, repeats)
-    for what in ("decoder", "dit"):
-        out[what] = {"torch_s": med[f"{what}_torch"], "onnxruntime_s": med[f"{what}_onnxruntime"],
-                     "speedup_ort_over_torch": med[f"{what}_torch"] / med[f"{what}_onnxruntime"]}
-    return out
+    med = {backend: run_in_child(engine_medians, imports=("numpy", "onnxruntime", "torch"), source=str(source),
+                                 backend=backend, repeats=repeats)[0]
+           for backend, source in (("torch", ckpt), ("onnxruntime", folder))}
+    return {what: {"torch_s": med["torch"][what], "onnxruntime_s": med["onnxruntime"][what],
+                   "speedup_ort_over_torch": med["torch"][what] / med["onnxruntime"][what]}
+            for what in ("decoder", "dit")}
 
 
 def generate_frames(source: str, backend: str, frames: int, out: str | None) -> int:
@@ -130,7 +130,7 @@ def main() -> None:
     (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"# Runtime checks on {doc['machine']['device_name']} (CPU, fp32, torch {doc['machine']['torch']}, "
              f"onnxruntime {doc['machine'].get('onnxruntime')})", "",
-             f"Medians of {args.repeats} interleaved calls, random-init models.", "",
+             f"Medians of {args.repeats} calls, one child process per backend, random-init models.", "",
              "| what | torch eager (ms) | ONNX Runtime (ms) | ORT speed-up | target |", "|---|---|---|---|---|"]
     for p, rows in doc["speed"].items():
         for what, label in (("decoder", "decoder 16 frames @128^2"), ("dit", "DiT forward, batch 2")):
