@@ -147,22 +147,14 @@ class Pipeline:
         times = self._decode_times(frames, frame_t, chunk)
         res_ = self.model(res).config.res
         out = np.empty((tokens.shape[0], len(times), res_, res_, 3), np.uint8)
-        for i, s, block in self.iter_frames(tokens, frames, res, chunk, frame_t):
+        for i, s, block in self._chunks(tokens, times, res, chunk):
             out[i, s:s + len(block)] = block
         return out
 
     def iter_frames(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
                     frame_t: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield (video index, first frame index, uint8 [c, H, W, 3]) one decoder call at a time."""
-        m = self.model(res)
-        times = self._decode_times(frames, frame_t, chunk)
-        if isinstance(tokens, np.ndarray):
-            tokens = m.backend.asarray(tokens.astype(np.float32))
-        decoder = m.engine("decoder")
-        for i in range(tokens.shape[0]):
-            for s in range(0, len(times), chunk):
-                frames_out = decoder(tokens=tokens[i:i + 1], frame_t=m.backend.asarray(times[s:s + chunk]))["frames"]
-                yield i, s, to_uint8(m.backend.numpy(frames_out))
+        return self._chunks(tokens, self._decode_times(frames, frame_t, chunk), res, chunk)
 
     def render(self, tokens: Array | np.ndarray, path: str | Path, frames: int = 16, res: int | None = None,
                chunk: int = 16, fps: int = 8, timings: dict | None = None) -> list[Path]:
@@ -170,7 +162,7 @@ class Pipeline:
         time: unlike `decode`, memory does not grow with the frame count (.mp4 and PNG folders; a .gif
         is assembled in memory). `timings`, if given, receives decode_s and write_s."""
         check_output_path(path)
-        self._decode_times(frames, None, chunk)
+        times = self._decode_times(frames, None, chunk)
         paths = output_paths(path, tokens.shape[0])
         decode_s = 0.0
 
@@ -186,10 +178,21 @@ class Pipeline:
 
         t0 = time.perf_counter()
         for i, p in enumerate(paths):
-            write_frames(timed(self.iter_frames(tokens[i:i + 1], frames, res, chunk)), p, fps)
+            write_frames(timed(self._chunks(tokens[i:i + 1], times, res, chunk)), p, fps)
         if timings is not None:
             timings.update(decode_s=decode_s, write_s=time.perf_counter() - t0 - decode_s)
         return paths
+
+    def _chunks(self, tokens: Array | np.ndarray, times: np.ndarray, res: int | None,
+                chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        m = self.model(res)
+        if isinstance(tokens, np.ndarray):
+            tokens = m.backend.asarray(tokens.astype(np.float32))
+        decoder = m.engine("decoder")
+        for i in range(tokens.shape[0]):
+            for s in range(0, len(times), chunk):
+                frames_out = decoder(tokens=tokens[i:i + 1], frame_t=m.backend.asarray(times[s:s + chunk]))["frames"]
+                yield i, s, to_uint8(m.backend.numpy(frames_out))
 
     def _decode_times(self, frames: int, frame_t: np.ndarray | None, chunk: int) -> np.ndarray:
         times = frame_times(frames) if frame_t is None else np.asarray(frame_t, np.float32).reshape(-1)
