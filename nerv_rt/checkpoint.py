@@ -101,7 +101,7 @@ def _read_pt(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint (incomplete zip archive)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # any unpickling failure means "not ours"
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a nerv-rt checkpoint ({reason})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:

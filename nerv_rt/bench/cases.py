@@ -97,6 +97,6 @@ def generation(source: str, backend: str, device: str, precision: str, frames: i
         pipe.synchronize()
 
     times = time_runs(run, pipe.device, warmup, repeats)
-    captured = any(m.backend.can_capture or getattr(m.backend, "cuda_graph", False) for m in pipe.models.values())
+    captured = any(m.backend.can_capture or m.backend.cuda_graph for m in pipe.models.values())
     return {"times": times, "backend": pipe.backend_name + (" +cuda-graph" if captured else ""),
             **(_gpu_memory() if pipe.device == "cuda" else {})}

@@ -31,7 +31,7 @@ def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue
         base = _rss_kb("VmRSS")
         result = fn(**kwargs)
         queue.put(("ok", result, (_rss_kb("VmHWM") - base) * 1024))
-    except BaseException:
+    except BaseException:  # report any failure to the parent
         queue.put(("error", traceback.format_exc(), 0))
 
 

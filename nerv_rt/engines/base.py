@@ -28,6 +28,7 @@ class Backend(ABC):
     name: str
     device: str  # "cpu" | "cuda"
     can_capture: bool = False  # the runtime may capture the whole sampling loop as one CUDA graph
+    cuda_graph: bool = False  # the backend replays its own per-graph CUDA graphs (ONNX Runtime's option)
 
     @abstractmethod
     def engine(self, graph: str) -> Engine: ...
