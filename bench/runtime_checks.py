@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nerv_rt.bench.cases import hot_path_feeds
 from nerv_rt.bench.memory import run_in_child
 from nerv_rt.bench.suites import BenchConfig, machine_info, random_checkpoint
 from nerv_rt.export.onnx_export import export
@@ -48,14 +49,8 @@ def engine_medians(source: str, backend: str, repeats: int) -> dict[str, float]:
     """Medians of the decoder (16 frames) and one DiT forward (CFG batch 2) on one backend. Run in a
     child process per backend: two runtimes' thread pools in one process spin against each other."""
     m = Pipeline.load(source, backend=backend, device="cpu").model()
-    dec, dit, cfg = m.engine("decoder"), m.engine("dit"), m.config
-    rng = np.random.default_rng(0)  # the same inputs on both backends
-    tokens = m.backend.asarray(rng.standard_normal((1, cfg.tokens, cfg.token_dim), dtype=np.float32))
-    times = m.backend.asarray(np.linspace(0, 1, 16, dtype=np.float32))
-    feed = {"x_t": m.backend.asarray(rng.standard_normal((2, cfg.tokens, cfg.token_dim), dtype=np.float32)),
-            "t": m.backend.asarray(np.array([500.0, 500.0], np.float32)),
-            "y": m.backend.asarray(np.array([0, cfg.num_classes], np.int64))}
-    return medians({"decoder": lambda: dec(tokens=tokens, frame_t=times), "dit": lambda: dit(**feed)}, repeats)
+    feeds = hot_path_feeds(m.config, m.backend.asarray)  # the same inputs on both backends
+    return medians({g: (lambda g=g: m.engine(g)(**feeds[g])) for g in feeds}, repeats)
 
 
 def speed(preset_name: str, scratch: Path, repeats: int) -> dict:

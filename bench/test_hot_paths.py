@@ -8,9 +8,9 @@ results as ratios within one run (see README, "Benchmarks").
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from nerv_rt.bench.cases import hot_path_feeds
 from nerv_rt.runtime.pipeline import Pipeline
 from nerv_rt.runtime.sampling import DeviceInputs, denoise, prepare_inputs
 
@@ -31,10 +31,8 @@ def test_decoder_16_frames(benchmark, model_paths, backend):
     _group(benchmark, model_paths, "decoder 16f@128")
     pipe = _pipe(model_paths, backend)
     m = pipe.model()
-    tokens = m.backend.asarray(np.random.default_rng(0).standard_normal((1, m.config.tokens, m.config.token_dim), dtype=np.float32))
-    times = m.backend.asarray(np.linspace(0, 1, 16, dtype=np.float32))
-    decoder = m.engine("decoder")
-    benchmark(lambda: decoder(tokens=tokens, frame_t=times))
+    feed, decoder = hot_path_feeds(m.config, m.backend.asarray)["decoder"], m.engine("decoder")
+    benchmark(lambda: decoder(**feed))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -42,11 +40,7 @@ def test_dit_forward_cfg_batch(benchmark, model_paths, backend):
     _group(benchmark, model_paths, "DiT forward B=2")
     pipe = _pipe(model_paths, backend)
     m = pipe.model()
-    rng = np.random.default_rng(0)
-    feed = {"x_t": rng.standard_normal((2, m.config.tokens, m.config.token_dim), dtype=np.float32),
-            "t": np.array([500.0, 500.0], np.float32), "y": np.array([0, m.config.num_classes], np.int64)}
-    feed = {k: m.backend.asarray(v) for k, v in feed.items()}
-    dit = m.engine("dit")
+    feed, dit = hot_path_feeds(m.config, m.backend.asarray)["dit"], m.engine("dit")
     benchmark(lambda: dit(**feed))
 
 

@@ -18,6 +18,19 @@ SD_VAE_QUICK_CONFIG = {**SD_VAE_CONFIG, "block_out_channels": [32, 32, 64, 64], 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+def hot_path_feeds(cfg, asarray: Callable) -> dict[str, dict]:
+    """Seeded inputs of the two hot paths of a model config, made with a backend's `asarray`: the
+    decoder rendering 16 frames of one video, and one DiT forward at the CFG batch of 2."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return {"decoder": {"tokens": asarray(rng.standard_normal((1, cfg.tokens, cfg.token_dim), dtype=np.float32)),
+                        "frame_t": asarray(np.linspace(0, 1, 16, dtype=np.float32))},
+            "dit": {"x_t": asarray(rng.standard_normal((2, cfg.tokens, cfg.token_dim), dtype=np.float32)),
+                    "t": asarray(np.array([500.0, 500.0], np.float32)),
+                    "y": asarray(np.array([0, cfg.num_classes], np.int64))}}
+
+
 def time_runs(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> list[float]:
     """Seconds per call of fn after `warmup` untimed calls."""
     import torch
