@@ -27,21 +27,12 @@ def _group(benchmark, model_paths, what: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_decoder_16_frames(benchmark, model_paths, backend):
-    _group(benchmark, model_paths, "decoder 16f@128")
-    pipe = _pipe(model_paths, backend)
-    m = pipe.model()
-    feed, decoder = hot_path_feeds(m.config, m.backend.asarray)["decoder"], m.engine("decoder")
-    benchmark(lambda: decoder(**feed))
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_dit_forward_cfg_batch(benchmark, model_paths, backend):
-    _group(benchmark, model_paths, "DiT forward B=2")
-    pipe = _pipe(model_paths, backend)
-    m = pipe.model()
-    feed, dit = hot_path_feeds(m.config, m.backend.asarray)["dit"], m.engine("dit")
-    benchmark(lambda: dit(**feed))
+@pytest.mark.parametrize("graph, label", [("decoder", "decoder 16f@128"), ("dit", "DiT forward B=2")])
+def test_graph(benchmark, model_paths, backend, graph, label):
+    _group(benchmark, model_paths, label)
+    m = _pipe(model_paths, backend).model()
+    feed, engine = hot_path_feeds(m.config, m.backend.asarray)[graph], m.engine(graph)
+    benchmark(lambda: engine(**feed))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
