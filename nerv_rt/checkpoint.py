@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 from .formats import CHECKPOINT_FORMAT as FORMAT
 from .formats import CHECKPOINT_VERSION as VERSION
-from .formats import CONFIG_FILE, WEIGHTS_FILE, check_version, read_json
+from .formats import CONFIG_FILE, WEIGHTS_FILE, atomic_path, check_version, read_json
 from .models.presets import ModelConfig
 
 STATE_PARTS = ("vae", "dit", "ema")
@@ -51,14 +49,8 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
     """torch.save the plain dict atomically, so an interrupted write never leaves a broken file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt.to_dict(), f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(ckpt.to_dict(), tmp)
 
 
 def save_pretrained(ckpt: Checkpoint, folder: str | Path, dtype: torch.dtype | None = None) -> None:
@@ -74,11 +66,10 @@ def save_pretrained(ckpt: Checkpoint, folder: str | Path, dtype: torch.dtype | N
         tensors["token_std"] = ckpt.token_std.contiguous()
     meta = {"format": FORMAT, "version": VERSION, "config": ckpt.config.to_dict(),
             "parts": [p for p in STATE_PARTS if getattr(ckpt, p) is not None]}
-    tmp_weights, tmp_config = folder / f".{WEIGHTS_FILE}.tmp", folder / f".{CONFIG_FILE}.tmp"
-    save_file(tensors, str(tmp_weights))
-    tmp_config.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_weights, folder / WEIGHTS_FILE)
-    os.replace(tmp_config, folder / CONFIG_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp))
+    with atomic_path(folder / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,14 @@
-"""File-format markers and the torch-free readers of our JSON files (checkpoint config, export manifest)."""
+"""File-format markers, the torch-free readers of our JSON files (checkpoint config, export manifest),
+and the one atomic-write helper every output goes through."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +45,34 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
+    """A temporary file (or folder) beside `path` to write into; when the block completes it replaces
+    `path` (an old folder is removed only after the new one is in place), and when the block fails it is
+    removed: readers never see a half-written `path`. The result gets the permissions a plain open() or
+    mkdir() would give, not mkstemp's 0600 / mkdtemp's 0700."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if folder:
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.tmp-"))
+    else:
+        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.tmp-", suffix=path.suffix)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if folder else 0o666) & ~umask)
+        if folder and path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if folder else tmp.unlink(missing_ok=True)
+        raise

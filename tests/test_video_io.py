@@ -40,3 +40,24 @@ def test_errors_leave_nothing_behind(tmp_path):
     with pytest.raises(NervError, match="even frame sizes"):
         save_video(_video(size=33), tmp_path / "odd.mp4")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp / mkdtemp (0600 / 0700); the results must not keep those modes."""
+    import os
+
+    from nerv_rt import checkpoint as ckpt_io
+    from tests.conftest import random_checkpoint
+
+    umask = os.umask(0o022)
+    try:
+        clip = _video(3)
+        paths = [*save_video(clip, tmp_path / "a.mp4"), *save_video(clip, tmp_path / "a.gif")]
+        ckpt_io.save(random_checkpoint(), tmp_path / "c.pt")
+        ckpt_io.save_pretrained(random_checkpoint(), tmp_path / "pretrained")
+        files = [*paths, tmp_path / "c.pt", *(tmp_path / "pretrained").iterdir()]
+        folders = [*save_video(clip, tmp_path / "frames")]
+    finally:
+        os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}
+    assert {oct(p.stat().st_mode & 0o777) for p in folders} == {oct(0o755)}

@@ -3,10 +3,10 @@ scaling plot. Every measured figure carries its unit; paper figures are labelled
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..formats import atomic_path
 from .suites import PAPER_A6000, BenchConfig
 
 TARGETS = {  # the paper's ratios NeRV-L / SD-VAE (A6000): latency 0.032/0.048, 0.133/0.260; VRAM 2.6/4.3
@@ -56,9 +56,8 @@ def write_results(out: Path, cfg: BenchConfig, machine: dict, results: dict) -> 
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _mem(row: dict) -> str:

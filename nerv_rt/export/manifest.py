@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..formats import MANIFEST_FILE, sha256_file
+from ..formats import MANIFEST_FILE, atomic_path, sha256_file
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    tmp = folder / f".{MANIFEST_FILE}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, folder / MANIFEST_FILE)
+    with atomic_path(folder / MANIFEST_FILE) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def verify_graph(folder: Path, manifest: dict[str, Any], graph: str) -> Path:

@@ -10,9 +10,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from torch import nn
 from .. import __version__
 from ..checkpoint import Checkpoint, build_models
 from ..errors import NervError
-from ..formats import EXPORT_FORMAT, EXPORT_VERSION, sha256_file
+from ..formats import EXPORT_FORMAT, EXPORT_VERSION, atomic_path, sha256_file
 from ..models.graphs import graph_modules
 from ..runtime.sources import resolve, source_name
 from .manifest import write_manifest
@@ -134,26 +131,9 @@ def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPS
         raise NervError(f"{source}: already an export folder; export takes a checkpoint or 'default'")
     out = Path(out) if out is not None else default_out_dir(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_path(out, folder=True) as tmp:
         for m in models:
             folder = tmp if len(models) == 1 else tmp / str(m.config.res)
             folder.mkdir(exist_ok=True)
             export_checkpoint(m.checkpoint(), m.path, folder, opset, max_frames, max_batch, step)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`, replacing an existing folder only once the new one is complete."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
-

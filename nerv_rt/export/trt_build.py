@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import NervError
-from ..formats import sha256_file
+from ..formats import atomic_path, sha256_file
 from ..models.presets import ModelConfig
 from .manifest import verify_graph, write_manifest
 from .specs import (
@@ -152,16 +150,7 @@ def _build_one(trt, onnx_path: Path, plan: Path, profiles: dict, precision: str,
     if serialized is None:
         raise NervError(f"{onnx_path}: TensorRT build failed (see the log above; try --workspace or a smaller "
                         "--max-frames / --max-batch)")
-    _atomic_write(plan, bytes(serialized))
-    _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(plan) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    with atomic_path(cache_path) as tmp:
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))

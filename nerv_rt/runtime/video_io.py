@@ -5,7 +5,6 @@ Writes are atomic: a temporary file or folder beside the target, renamed when co
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NervError
+from ..formats import atomic_path
 
 FORMATS = {".mp4": "H.264 video", ".gif": "animated GIF", "": "folder of PNG frames"}
 _CRF = {"high": "12", "normal": "18"}
@@ -65,35 +65,18 @@ def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: int = 8, quality
     folders hold one chunk at a time; a .gif is assembled in memory (GIF writers need every frame)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == "":
-        tmp = Path(tempfile.mkdtemp(dir=path.parent or ".", prefix=f".{path.name}."))
-        try:
-            import imageio.v3 as iio
-
-            frames = (frame for chunk in chunks for frame in chunk)
-            for k, frame in enumerate(frames):
-                iio.imwrite(tmp / f"frame_{k:05d}.png", frame)
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path, folder=suffix == "") as tmp:
         if suffix == ".mp4":
             _write_mp4(chunks, tmp, fps, quality)
-        else:
-            import imageio.v3 as iio
+            return
+        import imageio.v3 as iio
 
+        if suffix == ".gif":
             iio.imwrite(tmp, np.concatenate(list(chunks)), extension=".gif", duration=1000 / fps, loop=0)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            return
+        frames = (frame for chunk in chunks for frame in chunk)
+        for k, frame in enumerate(frames):
+            iio.imwrite(tmp / f"frame_{k:05d}.png", frame)
 
 
 def _write_mp4(chunks: Iterable[np.ndarray], path: Path, fps: int, quality: str) -> None:
