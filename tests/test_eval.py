@@ -77,3 +77,20 @@ def test_perceptual_loss_choice(tmp_path):
     (tmp_path / "junk.pt").write_text("junk")
     with pytest.raises(NervError, match="not a TorchScript LPIPS"):
         perceptual_loss(tmp_path / "junk.pt")
+
+
+def test_amortization_gap_script_fits_tokens(clips_dir, tiny_ckpt):
+    """scripts/amortization_gap.py: Adam on the tokens alone must lower the frozen decoder's error."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "amortization_gap.py"
+    res = subprocess.run([sys.executable, script, clips_dir, "--model", tiny_ckpt, "--steps", "10"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    pairs = re.findall(r"encoder\s+(-?[\d.]+) dB -> tokens fitted\s+(-?[\d.]+) dB", res.stdout)
+    assert len(pairs) == 3  # --per-class 1, and the three clips are in three class folders
+    assert all(float(after) > float(before) for before, after in pairs), res.stdout
+    assert "mean gain" in res.stdout
