@@ -1,5 +1,9 @@
 """reconstruct / eval recon end to end, FVD from a local TorchScript feature extractor, LPIPS loading."""
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,11 +85,6 @@ def test_perceptual_loss_choice(tmp_path):
 
 def test_amortization_gap_script_fits_tokens(clips_dir, tiny_ckpt):
     """scripts/amortization_gap.py: Adam on the tokens alone must lower the frozen decoder's error."""
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parent.parent / "scripts" / "amortization_gap.py"
     res = subprocess.run([sys.executable, script, clips_dir, "--model", tiny_ckpt, "--steps", "10"],
                          capture_output=True, text=True, timeout=300)
