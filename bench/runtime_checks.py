@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from nerv_rt.bench.cases import hot_path_feeds
 from nerv_rt.bench.memory import run_in_child
 from nerv_rt.bench.suites import BenchConfig, machine_info, random_checkpoint
 from nerv_rt.export.onnx_export import export
+from nerv_rt.formats import atomic_write_text
 from nerv_rt.runtime.pipeline import Pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,24 +92,13 @@ def memory(scratch: Path) -> dict:
         peaks = {}
         for frames in (16, 512):
             target = str(scratch / f"{backend}-{frames}.mp4") if render else None
-            with patched_environ(env):  # read by the child's libc at start-up
+            with mock.patch.dict(os.environ, env):  # read by the child's libc at start-up
                 n, peak = run_in_child(generate_frames, imports=("numpy", "onnxruntime", "torch", "av"),
                                        source=str(source), backend=backend, frames=frames, out=target)
             assert n == frames
             peaks[frames] = peak / 2**20
         out[label] = {"peak_mb_16": peaks[16], "peak_mb_512": peaks[512], "ratio_512_over_16": peaks[512] / peaks[16]}
     return out
-
-
-@contextlib.contextmanager
-def patched_environ(env: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def main() -> None:
@@ -122,7 +112,7 @@ def main() -> None:
                "speed": {p: speed(p, scratch, args.repeats) for p in ("tiny", "S")},
                "memory_16_vs_512_frames": memory(scratch)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(RESULTS / f"{args.out}.json", json.dumps(doc, indent=2) + "\n")
     lines = [f"# Runtime checks on {doc['machine']['device_name']} (CPU, fp32, torch {doc['machine']['torch']}, "
              f"onnxruntime {doc['machine'].get('onnxruntime')})", "",
              f"Medians of {args.repeats} calls, one child process per backend, random-init models.", "",
@@ -140,7 +130,7 @@ def main() -> None:
     lines.append("\nPeak memory: RSS high-water mark of a fresh process above its imports. `render` is what "
                  "`nerv-rt generate` does (frames go chunk by chunk into an .mp4); `array` is "
                  "`Pipeline.generate`, which returns all frames (25 MB of uint8 at 512 frames).\n")
-    (RESULTS / f"{args.out}.md").write_text("\n".join(lines))
+    atomic_write_text(RESULTS / f"{args.out}.md", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 from .formats import CHECKPOINT_FORMAT as FORMAT
 from .formats import CHECKPOINT_VERSION as VERSION
-from .formats import CONFIG_FILE, WEIGHTS_FILE, atomic_path, check_version, read_json
+from .formats import CONFIG_FILE, WEIGHTS_FILE, atomic_path, atomic_write_text, check_version, read_json
 from .models.presets import ModelConfig
 
 STATE_PARTS = ("vae", "dit", "ema")
@@ -68,8 +68,7 @@ def save_pretrained(ckpt: Checkpoint, folder: str | Path, dtype: torch.dtype | N
             "parts": [p for p in STATE_PARTS if getattr(ckpt, p) is not None]}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp))
-    with atomic_path(folder / CONFIG_FILE) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

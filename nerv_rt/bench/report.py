@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..formats import atomic_path
+from ..formats import atomic_path, atomic_write_text
 from .suites import PAPER_A6000, BenchConfig
 
 TARGETS = {  # the paper's ratios NeRV-L / SD-VAE (A6000): latency 0.032/0.048, 0.133/0.260; VRAM 2.6/4.3
@@ -48,16 +48,11 @@ def write_results(out: Path, cfg: BenchConfig, machine: dict, results: dict) -> 
     if "decoder" in results:
         doc["decoder_ratios"] = decoder_ratios(results["decoder"])
         doc["targets"] = target_checks(doc["decoder_ratios"])
-    _atomic_text(out / "results.json", json.dumps(doc, indent=2) + "\n")
-    _atomic_text(out / "results.md", render_markdown(doc))
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(out / "results.md", render_markdown(doc))
     if results.get("scaling"):
         plot_scaling(results["scaling"], out / "scaling.png", machine["device_name"])
     return doc
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def _mem(row: dict) -> str:
@@ -133,5 +128,6 @@ def plot_scaling(rows: list[dict], path: Path, device_name: str) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"Decoder scaling on {device_name}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # keeps the .png suffix, from which matplotlib takes the format
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

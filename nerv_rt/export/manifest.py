@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..formats import MANIFEST_FILE, atomic_path, sha256_file
+from ..formats import MANIFEST_FILE, atomic_write_text, sha256_file
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    with atomic_path(folder / MANIFEST_FILE) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
 
 
 def verify_graph(folder: Path, manifest: dict[str, Any], graph: str) -> Path:
