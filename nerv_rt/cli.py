@@ -311,6 +311,8 @@ def train_dit_cmd(
 
 eval_app = _typer("Evaluate models.")
 app.add_typer(eval_app, name="eval")
+REFINE_HELP = ("Adam steps on each clip's weight tokens after the encoder (semi-amortized encoding; "
+               "torch backends). 40 lift the default model from 20.8 to 24.2 dB at 128^2.")
 
 
 @app.command()
@@ -321,6 +323,7 @@ def reconstruct(
     out: Path = typer.Option(Path("side_by_side.mp4"), "--out", "-o", help="Output (.mp4, .gif or folder)."),
     backend: str = typer.Option("auto", help="auto, torch, onnxruntime, ..."),
     fps: int = typer.Option(8, help="Frames per second of the output."),
+    refine_steps: int = typer.Option(0, "--refine-steps", min=0, help=REFINE_HELP),
 ) -> None:
     """Encode the first clip of VIDEO to weight tokens and render it back, input | reconstruction."""
     import numpy as np
@@ -331,7 +334,7 @@ def reconstruct(
 
     check_output_path(out)
     pipe = Pipeline.load(model, backend=backend)
-    clip, recon = reconstruct_clip(pipe, video, res)
+    clip, recon = reconstruct_clip(pipe, video, res, refine_steps)
     save_video(np.concatenate([clip, recon], axis=2), out, fps=fps)
     from .evaluate import clip_metrics
 
@@ -349,6 +352,7 @@ def eval_recon(
     limit: int | None = typer.Option(None, help="Evaluate at most this many clips."),
     i3d: Path | None = typer.Option(None, help="Local TorchScript I3D file: also report reconstruction FVD."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    refine_steps: int = typer.Option(0, "--refine-steps", min=0, help=REFINE_HELP),
 ) -> None:
     """Mean PSNR / SSIM of reconstructions over the first clip of every video (FVD with --i3d)."""
     from .evaluate import evaluate_reconstruction
@@ -357,7 +361,7 @@ def eval_recon(
     pipe = Pipeline.load(model, backend=backend)
     with _progress() as bar:
         task = bar.add_task("reconstructing", total=None)
-        result = evaluate_reconstruction(pipe, data, res, limit, i3d, progress=lambda k, total: bar.update(task, completed=k, total=total))
+        result = evaluate_reconstruction(pipe, data, res, limit, i3d, refine_steps, progress=lambda k, total: bar.update(task, completed=k, total=total))
     if as_json:
         typer.echo(json.dumps(result))
     else:

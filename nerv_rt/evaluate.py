@@ -22,13 +22,15 @@ def clip_metrics(real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
     return psnr, float(ssim(to_t(real), to_t(fake)).mean())
 
 
-def reconstruct_clip(pipe: Pipeline, video: Path, res: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(first clip of `video` at the model's size, its reconstruction), both uint8 [T, H, W, 3]."""
+def reconstruct_clip(pipe: Pipeline, video: Path, res: int | None = None,
+                     refine_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(first clip of `video` at the model's size, its reconstruction), both uint8 [T, H, W, 3];
+    `refine_steps` Adam steps on the tokens after the encoder (Pipeline.encode)."""
     cfg = pipe.model(res).config
     clip = read_video(video, 0, cfg.frames, cfg.res)
     if len(clip) < cfg.frames:
         raise NervError(f"{video}: {len(clip)} frames, the model encodes clips of {cfg.frames}")
-    tokens = pipe.encode(clip[None], cfg.res)
+    tokens = pipe.encode(clip[None], cfg.res, refine_steps)
     return clip, pipe.decode(tokens, cfg.frames, cfg.res)[0]
 
 
@@ -53,7 +55,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_reconstruction(pipe: Pipeline, data: Path, res: int | None = None, limit: int | None = None,
-                            i3d: Path | None = None,
+                            i3d: Path | None = None, refine_steps: int = 0,
                             progress: Callable[[int, int], None] | None = None) -> dict[str, float | int]:
     """Mean PSNR / SSIM over the first clip of every video under `data` (and FVD with an I3D file)."""
     paths = list_videos(data)[:limit]
@@ -62,7 +64,7 @@ def evaluate_reconstruction(pipe: Pipeline, data: Path, res: int | None = None, 
         raise NervError("FVD needs at least 2 clips")
     psnrs, ssims, feats_real, feats_fake = [], [], [], []
     for k, path in enumerate(paths):
-        clip, recon = reconstruct_clip(pipe, path, res)
+        clip, recon = reconstruct_clip(pipe, path, res, refine_steps)
         p, s = clip_metrics(clip, recon)
         psnrs.append(p)
         ssims.append(s)

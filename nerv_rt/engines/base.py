@@ -44,6 +44,12 @@ class Backend(ABC):
     def synchronize(self) -> None:  # noqa: B027 - a no-op by default: CPU backends have no queue
         """Wait for queued device work (timing)."""
 
+    def refine_tokens(self, tokens: Array, video: Array, steps: int) -> Array:
+        """Tokens (n, N, d_z) after `steps` Adam steps against the decoder on `video` (n, T, 3, H, W)
+        (models/refine.py). Needs autograd: only the torch backends have it."""
+        raise NervError(f"token refinement needs autograd, which the {self.name} backend lacks; "
+                        "use a checkpoint with --backend torch, or --refine-steps 0")
+
 
 def _torch_cuda() -> bool:
     if importlib.util.find_spec("torch") is None:

@@ -10,6 +10,8 @@ from ..checkpoint import build_models
 from ..errors import NervError
 from ..export.specs import GraphSpec, graph_specs
 from ..models.graphs import graph_modules
+from ..models.refine import refine_tokens
+from ..runtime.frames import frame_times
 from ..runtime.sources import ModelSource
 from .base import Backend
 
@@ -46,6 +48,7 @@ class TorchBackend(Backend):
         self.device, self.can_capture = device, capture
         self.torch_device = torch.device(device)
         self.modules = graph_modules(*build_models(source.checkpoint(), self.torch_device))
+        self.frame_t = torch.from_numpy(frame_times(source.config.frames)).to(self.torch_device)
         self.specs = graph_specs(source.config)
         self.autocast_dtype = None if precision == "fp32" else PRECISIONS[precision]
 
@@ -53,6 +56,9 @@ class TorchBackend(Backend):
         if graph not in self.modules:
             raise NervError(f"this checkpoint has no {graph} weights (train the DiT first)")
         return TorchEngine(self.specs[graph], self.modules[graph], self.autocast_dtype)
+
+    def refine_tokens(self, tokens: torch.Tensor, video: torch.Tensor, steps: int) -> torch.Tensor:
+        return refine_tokens(self.modules["decoder"].decoder, tokens, self.frame_t, video, steps)
 
     def asarray(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.torch_device)

@@ -201,9 +201,12 @@ class Pipeline:
             raise NervError(f"--chunk must be at least 1, got {chunk}")
         return times
 
-    def encode(self, video: np.ndarray, res: int | None = None) -> np.ndarray:
+    def encode(self, video: np.ndarray, res: int | None = None, refine_steps: int = 0) -> np.ndarray:
         """Posterior-mean tokens of uint8 videos [n, T, H, W, 3] (T = the model's clip length,
-        H = W = res) -> float32 (n, N, d_z)."""
+        H = W = res) -> float32 (n, N, d_z). refine_steps > 0 then runs that many Adam steps on each
+        video's tokens against the decoder (semi-amortized encoding; torch backends only)."""
+        if refine_steps < 0:
+            raise NervError(f"--refine-steps must be >= 0, got {refine_steps}")
         m = self.model(res)
         cfg = m.config
         video = np.asarray(video)
@@ -213,11 +216,11 @@ class Pipeline:
         if video.ndim != 5 or video.shape[1:] != expected:
             raise NervError(f"encode expects videos [n, {cfg.frames}, {cfg.res}, {cfg.res}, 3], got {video.shape}")
         encoder = m.engine("encoder")
-        tokens = []
-        for v in video:
-            x = (v.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)[None]  # (1, T, 3, H, W)
-            tokens.append(m.backend.numpy(encoder(video=m.backend.asarray(x))["mean"])[0].copy())
-        return np.stack(tokens)
+        x = (video.astype(np.float32) / 127.5 - 1.0).transpose(0, 1, 4, 2, 3)  # (n, T, 3, H, W)
+        tokens = np.stack([m.backend.numpy(encoder(video=m.backend.asarray(v[None]))["mean"])[0].copy() for v in x])
+        if refine_steps:
+            tokens = m.backend.numpy(m.backend.refine_tokens(m.backend.asarray(tokens), m.backend.asarray(x), refine_steps))
+        return tokens
 
     @staticmethod
     def class_index(label: int | str | None, cfg: ModelConfig) -> int | None:

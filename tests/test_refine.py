@@ -1,0 +1,50 @@
+"""Token refinement (semi-amortized encoding): it recovers known tokens, leaves the decoder alone,
+and is deterministic."""
+import pytest
+import torch
+
+from nerv_rt.models.nerv import NeRVDecoder
+from nerv_rt.models.presets import preset
+from nerv_rt.models.refine import refine_tokens
+from nerv_rt.runtime.frames import frame_times
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A random tiny decoder, a clip it renders exactly from tokens z_true, and a perturbed start."""
+    torch.manual_seed(0)
+    cfg = preset("tiny", 128)
+    decoder = NeRVDecoder(cfg).eval().requires_grad_(False)
+    frame_t = torch.from_numpy(frame_times(cfg.frames))
+    z_true = torch.randn(2, cfg.tokens, cfg.token_dim)
+    with torch.no_grad():
+        video = decoder(z_true, frame_t)
+    return decoder, frame_t, video, z_true + 0.5 * torch.randn_like(z_true)
+
+
+def _mse(decoder, z, frame_t, video):
+    with torch.no_grad():
+        return (decoder(z, frame_t) - video).pow(2).flatten(1).mean(1)
+
+
+def test_refinement_lowers_every_clips_error(problem):
+    decoder, frame_t, video, start = problem
+    weights = [p.clone() for p in decoder.parameters()]
+    refined = refine_tokens(decoder, start, frame_t, video, steps=30)
+    before, after = _mse(decoder, start, frame_t, video), _mse(decoder, refined, frame_t, video)
+    assert (after < 0.5 * before).all(), (before, after)
+    assert all(torch.equal(a, b) for a, b in zip(weights, decoder.parameters()))  # weights untouched
+    assert all(p.grad is None for p in decoder.parameters())
+    assert not refined.requires_grad and refined.shape == start.shape
+
+
+def test_refinement_is_deterministic_and_zero_steps_is_identity(problem):
+    decoder, frame_t, video, start = problem
+    a = refine_tokens(decoder, start, frame_t, video, steps=3)
+    b = refine_tokens(decoder, start, frame_t, video, steps=3)
+    assert torch.equal(a, b) and not torch.equal(a, start)
+    assert torch.equal(refine_tokens(decoder, start, frame_t, video, steps=0), start)
+    with torch.no_grad():  # callers under no_grad (the runtime's engines) still get refined tokens
+        assert torch.equal(refine_tokens(decoder, start, frame_t, video, steps=3), a)
+    with pytest.raises(ValueError, match=">= 0"):
+        refine_tokens(decoder, start, frame_t, video, steps=-1)
