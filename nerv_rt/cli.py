@@ -305,6 +305,33 @@ def train_dit_cmd(
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
 
 
+@train_app.command("autodecode")
+def train_autodecode_cmd(
+    data: Path = typer.Argument(..., help="The videos the VAE was trained on: one token set per video (its first clip)."),
+    init: Path = typer.Option(..., "--init", help="Checkpoint to fine-tune: a VAE, or VAE + DiT (carried over)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt), saved every --ckpt-every steps."),
+    steps: int = typer.Option(4000, help="Optimizer steps."),
+    batch: int = typer.Option(8, help="Videos per step."),
+    frames_per_step: int = typer.Option(4, help="Frames of each clip rendered per step."),
+    lr: float = typer.Option(5e-4, help="Decoder peak learning rate (warm-up, then cosine to 10%)."),
+    token_lr: float = typer.Option(1e-2, help="Learning rate of the per-video tokens (sparse Adam)."),
+    ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
+    resume: bool = typer.Option(False, help="Continue the run saved at --out."),
+    seed: int = typer.Option(0, help="Seed of the data order."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Fine-tune the decoder with free per-video tokens (autodecoder, L2); encoder and DiT stay as they are.
+    Reconstruct with --refine-steps afterwards to find such tokens for new clips."""
+    from .train.autodecode import AutodecodeConfig, train_autodecode
+
+    _train_common(out, device)
+    tcfg = AutodecodeConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, token_lr=token_lr,
+                            ckpt_every=ckpt_every, seed=seed)
+    t0 = time.perf_counter()
+    train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
+    typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
+
+
 # --------------------------------------------------------------------------------------------
 # reconstruct / eval
 # --------------------------------------------------------------------------------------------

@@ -160,3 +160,30 @@ def test_init_from_copies_the_overlapping_block(tmp_path):
     torch.testing.assert_close(own["encoder.patch_embed.weight"], src["encoder.patch_embed.weight"])  # same shape
     torch.testing.assert_close(own["decoder.convs.1.head.mix.weight"][:, :32], src["decoder.convs.1.head.mix.weight"])
     torch.testing.assert_close(own["encoder.queries"][:, :32], src["encoder.queries"])  # 32 of the 40 queries
+
+
+def test_autodecode_fits_decoder_and_bank_keeps_encoder_and_dit(tmp_path, clips, tiny_ckpt):
+    """train autodecode: L2 falls clearly, the encoder and the DiT are carried over untouched, and a
+    resumed run matches an uninterrupted one (decoder, token bank)."""
+    from nerv_rt.train.autodecode import AutodecodeConfig, train_autodecode
+
+    fast = dict(batch=2, frames_per_step=2, lr=3e-3, token_lr=3e-2, ckpt_every=2)
+    base = ckpt_io.load(tiny_ckpt)
+    full = train_autodecode(clips, tiny_ckpt, tmp_path / "full.pt", AutodecodeConfig(steps=40, **fast), "cpu",
+                            log=tmp_path / "a.csv", show_progress=False)
+    l2 = _csv_column(tmp_path / "a.csv", "l2")
+    assert l2[-5:].mean() < 0.5 * l2[:5].mean(), l2
+    assert full.train_state["bank"].shape == (4, base.config.tokens * base.config.token_dim)
+    assert all(torch.equal(full.vae[k], v) for k, v in base.vae.items() if not k.startswith("decoder."))
+    assert any(not torch.equal(full.vae[k], v) for k, v in base.vae.items() if k.startswith("decoder."))
+    assert all(torch.equal(full.dit[k], v) for k, v in base.dit.items()) and torch.equal(full.token_std, base.token_std)
+
+    short = AutodecodeConfig(steps=4, **fast)
+    whole = train_autodecode(clips, tiny_ckpt, tmp_path / "w.pt", short, "cpu", show_progress=False)
+    train_autodecode(clips, tiny_ckpt, tmp_path / "p.pt", AutodecodeConfig(steps=2, **fast), "cpu", show_progress=False)
+    resumed = train_autodecode(clips, tiny_ckpt, tmp_path / "p.pt", short, "cpu", resume=True, show_progress=False)
+    for k, v in whole.vae.items():
+        torch.testing.assert_close(resumed.vae[k], v, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(resumed.train_state["bank"], whole.train_state["bank"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(NervError, match="not an autodecode run"):
+        train_autodecode(clips, tiny_ckpt, Path(tiny_ckpt), short, "cpu", resume=True, show_progress=False)

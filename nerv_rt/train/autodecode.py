@@ -1,0 +1,120 @@
+"""Autodecoder fine-tuning of the NeRV decoder (DeepSDF-style), after `train vae`.
+
+Every training video gets its own free weight tokens: a bank initialised from the encoder's
+posterior means of its first clip. The decoder and the bank are trained together on L2, so the
+decoder learns to render from the best tokens each clip can have rather than from what the encoder
+finds. The encoder, and with it the DiT's token distribution, is left as it is. Held-out clips then
+reach those better tokens with `--refine-steps` (models/refine.py). Measured on the default model:
+README, "Autodecoder fine-tuning".
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoint as ckpt_io
+from ..data.video_folder import VideoFolder
+from ..errors import NervError
+from ..runtime.frames import frame_times
+from .common import CsvLog, autocast, check_out_path, lr_at, pick_device, progress_bar, step_generator
+
+
+@dataclass
+class AutodecodeConfig:
+    steps: int = 4000
+    batch: int = 8  # videos per step
+    frames_per_step: int = 4  # frames of each clip rendered per step
+    lr: float = 5e-4  # decoder: warm-up, then cosine to 10%
+    token_lr: float = 1e-2  # the token bank (sparse Adam, constant)
+    ckpt_every: int = 250
+    seed: int = 0
+
+
+@torch.no_grad()
+def encode_first_clips(encoder: torch.nn.Module, data: VideoFolder, device: torch.device, bar=None,
+                       batch: int = 16) -> torch.Tensor:
+    """Posterior means of every video's first clip.  -> (n_videos, N, d_z)"""
+    task = bar.add_task("encode clips", total=len(data), status="") if bar else None
+    means = []
+    for start in range(0, len(data), batch):
+        idx = range(start, min(start + batch, len(data)))
+        video, _ = data.batch(idx, [0.0] * len(idx))
+        means.append(encoder(video.to(device))[0].float().cpu())
+        if bar:
+            bar.update(task, advance=len(idx))
+    return torch.cat(means)
+
+
+def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfig, device: str = "auto",
+                     resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
+    """Fine-tune the decoder of checkpoint `init` (a VAE, or VAE + DiT, which is carried over) on
+    `data_dir`; write OUT with the new decoder and the unchanged encoder / DiT / token std."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NervError("train autodecode runs in one process (its token bank is not sharded); run it without torchrun")
+    check_out_path(out, resume)
+    dev = pick_device(device)
+    base = ckpt_io.load(out if resume else init)
+    model_cfg = base.config
+    data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
+    vae, _ = ckpt_io.build_models(replace(base, dit=None, ema=None), dev)
+    vae.encoder.requires_grad_(False)
+    decoder = vae.decoder.train()
+    n_tokens = model_cfg.tokens * model_cfg.token_dim
+    bank = torch.nn.Embedding(len(data), n_tokens, sparse=True).to(dev)
+    opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    bank_opt = torch.optim.SparseAdam(bank.parameters(), lr=cfg.token_lr)
+    times = torch.from_numpy(frame_times(model_cfg.frames)).to(dev)
+    csv_log = CsvLog(log, ["l2", "psnr", "lr"], resume)
+    start = 0
+
+    def save(step: int) -> ckpt_io.Checkpoint:
+        ck = replace(base, vae={k: v.detach().cpu() for k, v in vae.state_dict().items()},
+                     train_state={"kind": "autodecode", "step": step, "bank": bank.weight.detach().cpu(),
+                                  "optim": opt.state_dict(), "bank_optim": bank_opt.state_dict(),
+                                  "train_config": asdict(cfg)})
+        ckpt_io.save(ck, out)
+        return ck
+
+    with progress_bar(show_progress) as bar:
+        if resume:
+            ts = base.train_state
+            if ts.get("kind") != "autodecode":
+                raise NervError(f"--resume: {out} is not an autodecode run")
+            if ts["bank"].shape[0] != len(data):
+                raise NervError(f"--resume: {out} holds tokens for {ts['bank'].shape[0]} videos, {data_dir} has {len(data)}")
+            bank.weight.data.copy_(ts["bank"])
+            opt.load_state_dict(ts["optim"])
+            bank_opt.load_state_dict(ts["bank_optim"])
+            start = int(ts["step"])
+        else:
+            bank.weight.data.copy_(encode_first_clips(vae.encoder, data, dev, bar).flatten(1))
+        ck = None
+        task = bar.add_task("train autodecode", total=cfg.steps, completed=start, status="")
+        for step in range(start, cfg.steps):
+            g = step_generator(cfg.seed, step)
+            idx = torch.randint(len(data), (cfg.batch,), generator=g)
+            frame_idx = torch.randperm(model_cfg.frames, generator=g)[:cfg.frames_per_step].sort().values
+            videos, _ = data.batch(idx, [0.0] * cfg.batch)
+            target = videos[:, frame_idx].to(dev)
+            lr = lr_at(step, cfg.steps, cfg.lr)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            tokens = bank(idx.to(dev)).view(cfg.batch, model_cfg.tokens, model_cfg.token_dim)
+            with autocast(dev):
+                l2 = F.mse_loss(decoder(tokens, times[frame_idx.to(dev)]).float(), target)
+            opt.zero_grad(set_to_none=True)
+            bank_opt.zero_grad(set_to_none=True)
+            l2.backward()
+            torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+            opt.step()
+            bank_opt.step()
+            psnr = 10 * torch.log10(4 / l2.detach()).item()  # frames in [-1, 1]: peak-to-peak 2
+            csv_log.write(step + 1, {"l2": l2.item(), "psnr": psnr, "lr": lr})
+            bar.update(task, advance=1, status=f"l2 {l2.item():.4f} ({psnr:.1f} dB)")
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+                ck = save(step + 1)
+    return ck if ck is not None else ckpt_io.load(out)
