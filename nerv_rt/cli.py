@@ -315,18 +315,19 @@ def train_autodecode_cmd(
     frames_per_step: int = typer.Option(4, help="Frames of each clip rendered per step."),
     lr: float = typer.Option(5e-4, help="Decoder peak learning rate (warm-up, then cosine to 10%)."),
     token_lr: float = typer.Option(1e-2, help="Learning rate of the per-video tokens (sparse Adam)."),
+    refine_steps: int = typer.Option(40, min=0, help="Token refinement steps stored as the output's default encoding."),
     ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of the data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Fine-tune the decoder with free per-video tokens (autodecoder, L2); encoder and DiT stay as they are.
-    Reconstruct with --refine-steps afterwards to find such tokens for new clips."""
+    The output encodes new clips with --refine-steps token refinement steps by default."""
     from .train.autodecode import AutodecodeConfig, train_autodecode
 
     _train_common(out, device)
     tcfg = AutodecodeConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, token_lr=token_lr,
-                            ckpt_every=ckpt_every, seed=seed)
+                            ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps)
     t0 = time.perf_counter()
     train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
@@ -338,8 +339,8 @@ def train_autodecode_cmd(
 
 eval_app = _typer("Evaluate models.")
 app.add_typer(eval_app, name="eval")
-REFINE_HELP = ("Adam steps on each clip's weight tokens after the encoder (semi-amortized encoding; "
-               "torch backends). 40 lift the default model from 20.8 to 24.2 dB at 128^2.")
+REFINE_HELP = ("Adam steps on each clip's weight tokens after the encoder (semi-amortized encoding; torch "
+               "backends). Default: the model's own (its config's refine_steps; 0 on onnxruntime / tensorrt).")
 
 
 @app.command()
@@ -350,7 +351,7 @@ def reconstruct(
     out: Path = typer.Option(Path("side_by_side.mp4"), "--out", "-o", help="Output (.mp4, .gif or folder)."),
     backend: str = typer.Option("auto", help="auto, torch, onnxruntime, ..."),
     fps: int = typer.Option(8, help="Frames per second of the output."),
-    refine_steps: int = typer.Option(0, "--refine-steps", min=0, help=REFINE_HELP),
+    refine_steps: int | None = typer.Option(None, "--refine-steps", min=0, help=REFINE_HELP),
 ) -> None:
     """Encode the first clip of VIDEO to weight tokens and render it back, input | reconstruction."""
     import numpy as np
@@ -379,7 +380,7 @@ def eval_recon(
     limit: int | None = typer.Option(None, help="Evaluate at most this many clips."),
     i3d: Path | None = typer.Option(None, help="Local TorchScript I3D file: also report reconstruction FVD."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    refine_steps: int = typer.Option(0, "--refine-steps", min=0, help=REFINE_HELP),
+    refine_steps: int | None = typer.Option(None, "--refine-steps", min=0, help=REFINE_HELP),
 ) -> None:
     """Mean PSNR / SSIM of reconstructions over the first clip of every video (FVD with --i3d)."""
     from .evaluate import evaluate_reconstruction
@@ -393,7 +394,8 @@ def eval_recon(
         typer.echo(json.dumps(result))
     else:
         fvd = f" | FVD {result['fvd']:.1f}" if "fvd" in result else ""
-        typer.echo(f"PSNR {result['psnr']:.2f} dB | SSIM {result['ssim']:.4f}{fvd} over {result['clips']} clips")
+        typer.echo(f"PSNR {result['psnr']:.2f} dB | SSIM {result['ssim']:.4f}{fvd} over {result['clips']} clips, "
+                   f"{result['refine_steps']} refinement steps")
 
 
 # --------------------------------------------------------------------------------------------

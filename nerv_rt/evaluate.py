@@ -23,9 +23,9 @@ def clip_metrics(real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
 
 
 def reconstruct_clip(pipe: Pipeline, video: Path, res: int | None = None,
-                     refine_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                     refine_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(first clip of `video` at the model's size, its reconstruction), both uint8 [T, H, W, 3];
-    `refine_steps` Adam steps on the tokens after the encoder (Pipeline.encode)."""
+    `refine_steps` Adam steps on the tokens after the encoder (Pipeline.encode; None = the model's)."""
     cfg = pipe.model(res).config
     clip = read_video(video, 0, cfg.frames, cfg.res)
     if len(clip) < cfg.frames:
@@ -55,9 +55,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_reconstruction(pipe: Pipeline, data: Path, res: int | None = None, limit: int | None = None,
-                            i3d: Path | None = None, refine_steps: int = 0,
+                            i3d: Path | None = None, refine_steps: int | None = None,
                             progress: Callable[[int, int], None] | None = None) -> dict[str, float | int]:
-    """Mean PSNR / SSIM over the first clip of every video under `data` (and FVD with an I3D file)."""
+    """Mean PSNR / SSIM over the first clip of every video under `data` (and FVD with an I3D file),
+    and the refinement steps used (None = the model's default on this backend)."""
+    refine_steps = pipe.default_refine_steps(res) if refine_steps is None else refine_steps
     paths = list_videos(data)[:limit]
     detector = load_i3d(i3d) if i3d else None
     if detector is not None and len(paths) < 2:
@@ -75,7 +77,8 @@ def evaluate_reconstruction(pipe: Pipeline, data: Path, res: int | None = None, 
                     feats.append(detector(x).reshape(1, -1).numpy())
         if progress:
             progress(k + 1, len(paths))
-    result: dict[str, float | int] = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "clips": len(paths)}
+    result: dict[str, float | int] = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "clips": len(paths),
+                                      "refine_steps": refine_steps}
     if detector is not None:
         result["fvd"] = frechet_distance(np.concatenate(feats_real), np.concatenate(feats_fake))
     return result

@@ -16,13 +16,16 @@ nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 4000 --batch 
 nerv-rt train vae "$RUNS/synth256" --preset tiny --res 256 --steps 300 --batch 4 --lr 1e-3 \
   --gan-start 0.8 --gan-weight 0.02 --ckpt-every 100 --init "$RUNS/vae128.pt" --out "$RUNS/vae256.pt"
 
-# 3. implicit DiT on the frozen VAEs' tokens
-for r in 128 256; do
-  nerv-rt train dit "$RUNS/synth$r" --vae "$RUNS/vae$r.pt" --steps 4000 --batch 64 --lr 3e-4 --ema 0.999 \
-    --out "$RUNS/full$r.pt"
-done
+# 3. 128^2 only: autodecoder fine-tuning of the decoder (free per-video tokens; the encoder is unchanged)
+nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" --steps 5000 --out "$RUNS/vae128_ad.pt"
 
-# 4. package: EMA weights as the DiT, float16 storage, no optimizer state
+# 4. implicit DiT on the frozen VAEs' tokens (it reads only the encoder, which step 3 leaves as it is)
+nerv-rt train dit "$RUNS/synth128" --vae "$RUNS/vae128_ad.pt" --steps 4000 --batch 64 --lr 3e-4 --ema 0.999 \
+  --out "$RUNS/full128.pt"
+nerv-rt train dit "$RUNS/synth256" --vae "$RUNS/vae256.pt" --steps 4000 --batch 64 --lr 3e-4 --ema 0.999 \
+  --out "$RUNS/full256.pt"
+
+# 5. package: EMA weights as the DiT, float16 storage, no optimizer state
 python - <<PY
 from nerv_rt import checkpoint
 for r in (128, 256):

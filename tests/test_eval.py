@@ -1,10 +1,13 @@
 """reconstruct / eval recon end to end, FVD from a local TorchScript feature extractor, LPIPS loading."""
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from nerv_rt import checkpoint as ckpt_io
 from nerv_rt.errors import NervError
 from nerv_rt.evaluate import frechet_distance
 from nerv_rt.train.losses import StructuralLoss, perceptual_loss
@@ -79,14 +82,26 @@ def test_perceptual_loss_choice(tmp_path):
         perceptual_loss(tmp_path / "junk.pt")
 
 
-def test_eval_recon_refine_steps(clips_dir, tiny_ckpt, tiny_export):
-    """--refine-steps: Adam on the tokens after the encoder must beat the encoder's tokens; backends
-    without autograd refuse it with a clear error."""
-    psnr = {}
-    for steps in (0, 10):
-        res = run("eval", "recon", clips_dir, "--model", tiny_ckpt, "--backend", "torch", "--json", "--refine-steps", steps)
+def test_eval_recon_refine_steps(tmp_path, clips_dir, tiny_ckpt, tiny_export):
+    """--refine-steps: Adam on the tokens after the encoder must beat the encoder's tokens. Without the
+    flag the model's own refine_steps applies on torch, and 0 on backends without autograd; asking those
+    for refinement is a clear error."""
+    def recon(model, *args):
+        res = run("eval", "recon", clips_dir, "--model", model, "--json", *args)
         assert res.returncode == 0, res.stderr
-        psnr[steps] = json.loads(res.stdout)["psnr"]
-    assert psnr[10] > psnr[0] + 0.1, psnr
-    res = run("eval", "recon", clips_dir, "--model", tiny_export, "--backend", "onnxruntime", "--refine-steps", 2)
+        return json.loads(res.stdout)
+
+    plain, refined = recon(tiny_ckpt, "--refine-steps", 0), recon(tiny_ckpt, "--refine-steps", 10)
+    assert plain["refine_steps"] == 0 and refined["refine_steps"] == 10
+    assert refined["psnr"] > plain["psnr"] + 0.1, (plain, refined)
+    ck = ckpt_io.load(tiny_ckpt)
+    ckpt_io.save(replace(ck, config=replace(ck.config, refine_steps=10)), tmp_path / "r10.pt")
+    assert recon(tmp_path / "r10.pt") == refined  # the model's default
+    export = tmp_path / "export"
+    shutil.copytree(tiny_export, export)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["config"]["refine_steps"] = 10
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    assert recon(export, "--backend", "onnxruntime")["refine_steps"] == 0
+    res = run("eval", "recon", clips_dir, "--model", export, "--backend", "onnxruntime", "--refine-steps", 2)
     assert_clean_error(res, "needs autograd")

@@ -48,3 +48,8 @@ def test_refinement_is_deterministic_and_zero_steps_is_identity(problem):
         assert torch.equal(refine_tokens(decoder, start, frame_t, video, steps=3), a)
     with pytest.raises(ValueError, match=">= 0"):
         refine_tokens(decoder, start, frame_t, video, steps=-1)
+
+
+def test_config_rejects_negative_refine_steps():
+    with pytest.raises(ValueError, match="refine_steps"):
+        preset("tiny", 128).__class__(refine_steps=-1)

@@ -173,6 +173,7 @@ def test_autodecode_fits_decoder_and_bank_keeps_encoder_and_dit(tmp_path, clips,
                             log=tmp_path / "a.csv", show_progress=False)
     l2 = _csv_column(tmp_path / "a.csv", "l2")
     assert l2[-5:].mean() < 0.5 * l2[:5].mean(), l2
+    assert full.config.refine_steps == AutodecodeConfig().refine_steps  # the output's default encoding
     assert full.train_state["bank"].shape == (4, base.config.tokens * base.config.token_dim)
     assert all(torch.equal(full.vae[k], v) for k, v in base.vae.items() if not k.startswith("decoder."))
     assert any(not torch.equal(full.vae[k], v) for k, v in base.vae.items() if k.startswith("decoder."))

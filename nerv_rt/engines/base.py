@@ -29,6 +29,7 @@ class Backend(ABC):
     device: str  # "cpu" | "cuda"
     can_capture: bool = False  # the runtime may capture the whole sampling loop as one CUDA graph
     cuda_graph: bool = False  # the backend replays its own per-graph CUDA graphs (ONNX Runtime's option)
+    can_refine: bool = False  # has autograd through the decoder, for token refinement
 
     @abstractmethod
     def engine(self, graph: str) -> Engine: ...

@@ -45,6 +45,7 @@ class TorchBackend(Backend):
         if precision != "fp32" and device != "cuda":
             raise NervError(f"{precision} runs on CUDA only; use fp32 on CPU")
         self.name = "torch-cudagraph" if capture else "torch"
+        self.can_refine = True
         self.device, self.can_capture = device, capture
         self.torch_device = torch.device(device)
         self.modules = graph_modules(*build_models(source.checkpoint(), self.torch_device))

@@ -61,6 +61,7 @@ class ModelConfig:
     token_dim: int = 16  # d_z
     num_classes: int = 8  # class labels; index num_classes is the null class for CFG
     class_names: tuple[str, ...] = ()  # optional names of the labels (the training set's folders)
+    refine_steps: int = 0  # encoding's default Adam steps on the tokens after the encoder (models/refine.py)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -101,6 +102,8 @@ def validate(cfg: ModelConfig) -> None:
         raise ValueError(f"{cfg.frames}x{cfg.res}^2 clips do not tile into {enc.patch} tubelets")
     if enc.dim % enc.heads or cfg.dit.hidden % cfg.dit.heads:
         raise ValueError("transformer width must be divisible by its head count")
+    if cfg.refine_steps < 0:
+        raise ValueError(f"refine_steps must be >= 0, got {cfg.refine_steps}")
     if cfg.class_names and len(cfg.class_names) != cfg.num_classes:
         raise ValueError(f"{len(cfg.class_names)} class names for {cfg.num_classes} classes")
     if dec.reuse == "none" and cfg.tokens < len(dec.widths):

@@ -201,10 +201,17 @@ class Pipeline:
             raise NervError(f"--chunk must be at least 1, got {chunk}")
         return times
 
-    def encode(self, video: np.ndarray, res: int | None = None, refine_steps: int = 0) -> np.ndarray:
-        """Posterior-mean tokens of uint8 videos [n, T, H, W, 3] (T = the model's clip length,
-        H = W = res) -> float32 (n, N, d_z). refine_steps > 0 then runs that many Adam steps on each
-        video's tokens against the decoder (semi-amortized encoding; torch backends only)."""
+    def default_refine_steps(self, res: int | None = None) -> int:
+        """The refinement steps `encode` runs when not told: the model's own (config.refine_steps), or 0
+        on backends without autograd (ONNX Runtime, TensorRT), which can only run the encoder."""
+        m = self.model(res)
+        return m.config.refine_steps if m.backend.can_refine else 0
+
+    def encode(self, video: np.ndarray, res: int | None = None, refine_steps: int | None = None) -> np.ndarray:
+        """Tokens of uint8 videos [n, T, H, W, 3] (T = the model's clip length, H = W = res) -> float32
+        (n, N, d_z): the encoder's posterior means, then `refine_steps` Adam steps on each video's tokens
+        against the decoder (semi-amortized encoding, torch backends; None = default_refine_steps)."""
+        refine_steps = self.default_refine_steps(res) if refine_steps is None else refine_steps
         if refine_steps < 0:
             raise NervError(f"--refine-steps must be >= 0, got {refine_steps}")
         m = self.model(res)

@@ -4,7 +4,8 @@ Every training video gets its own free weight tokens: a bank initialised from th
 posterior means of its first clip. The decoder and the bank are trained together on L2, so the
 decoder learns to render from the best tokens each clip can have rather than from what the encoder
 finds. The encoder, and with it the DiT's token distribution, is left as it is. Held-out clips then
-reach those better tokens with `--refine-steps` (models/refine.py). Measured on the default model:
+reach those better tokens by token refinement (models/refine.py), which the output checkpoint
+makes its default encoding. Measured on the default model:
 README, "Autodecoder fine-tuning".
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ class AutodecodeConfig:
     token_lr: float = 1e-2  # the token bank (sparse Adam, constant)
     ckpt_every: int = 250
     seed: int = 0
+    refine_steps: int = 40  # stored in the output's config: its default encoding (models/refine.py)
 
 
 @torch.no_grad()
@@ -58,6 +60,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     check_out_path(out, resume)
     dev = pick_device(device)
     base = ckpt_io.load(out if resume else init)
+    base = replace(base, config=replace(base.config, refine_steps=cfg.refine_steps))
     model_cfg = base.config
     data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
     vae, _ = ckpt_io.build_models(replace(base, dit=None, ema=None), dev)
