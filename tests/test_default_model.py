@@ -11,9 +11,12 @@ from nerv_rt.runtime.pipeline import Pipeline
 from nerv_rt.runtime.sources import ASSETS_DIR
 from tests.test_cli import read_frames, run
 
-# The shipped model measures 21.6 dB on these 16 clips (20.8 dB with `nerv-rt eval recon` on 64 clips
-# read back from .mp4). The 26 dB gate is NOT met (see README); this is a regression floor.
-RECORDED_FLOOR_DB = 21.0
+# Measured when shipped, on these 16 clips (2 per class, made in memory): 22.1 dB from the encoder alone,
+# 27.4 dB with the 128^2 model's default encoding (40 token-refinement steps). `nerv-rt eval recon` on 64
+# clips read back from .mp4 gives 21.4 / 27.0 dB. The encoder alone has a regression floor; the default
+# encoding must hold the 26 dB gate.
+ENCODER_FLOOR_DB = 21.5
+GATE_DB = 26.0
 HELD_OUT_SEED = 1  # the default model was trained on seed 0
 
 
@@ -40,13 +43,16 @@ def test_default_loads_and_generates_both_resolutions(pipe):
         assert np.abs(video[0, 0].astype(int) - video[0, -1]).mean() > 0.5  # it moves
 
 
-def test_default_reconstructs_held_out_clips_above_its_recorded_floor(pipe):
-    psnrs = []
-    for i in range(2 * len(MOTIONS)):
-        clip, _ = make_clip(HELD_OUT_SEED, i, 128, 16)
-        recon = pipe.decode(pipe.encode(clip[None]), frames=16)[0]
-        psnrs.append(clip_metrics(clip, recon)[0])
-    assert np.mean(psnrs) >= RECORDED_FLOOR_DB, psnrs
+def test_default_reconstructs_held_out_clips(pipe):
+    clips = [make_clip(HELD_OUT_SEED, i, 128, 16)[0] for i in range(2 * len(MOTIONS))]
+
+    def mean_psnr(refine_steps: int | None) -> float:  # one clip at a time: faster than a batch on a CPU
+        recons = [pipe.decode(pipe.encode(c[None], refine_steps=refine_steps), frames=16)[0] for c in clips]
+        return float(np.mean([clip_metrics(c, r)[0] for c, r in zip(clips, recons)]))
+
+    assert pipe.default_refine_steps(128) == 40
+    assert mean_psnr(0) >= ENCODER_FLOOR_DB
+    assert mean_psnr(None) >= GATE_DB
 
 
 def test_generate_with_no_arguments_but_out(tmp_path):

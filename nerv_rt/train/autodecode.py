@@ -5,8 +5,7 @@ posterior means of its first clip. The decoder and the bank are trained together
 decoder learns to render from the best tokens each clip can have rather than from what the encoder
 finds. The encoder, and with it the DiT's token distribution, is left as it is. Held-out clips then
 reach those better tokens by token refinement (models/refine.py), which the output checkpoint
-makes its default encoding. Measured on the default model:
-README, "Autodecoder fine-tuning".
+makes its default encoding. What it buys on the default model: README, "Quality".
 """
 from __future__ import annotations
 
