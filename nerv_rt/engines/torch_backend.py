@@ -32,6 +32,8 @@ class TorchEngine:
 
 
 class TorchBackend(Backend):
+    can_refine = True
+
     def __init__(self, source: ModelSource, device: str = "auto", precision: str = "fp32", capture: bool = False):
         cuda = torch.cuda.is_available()
         if device == "auto":
@@ -45,7 +47,6 @@ class TorchBackend(Backend):
         if precision != "fp32" and device != "cuda":
             raise NervError(f"{precision} runs on CUDA only; use fp32 on CPU")
         self.name = "torch-cudagraph" if capture else "torch"
-        self.can_refine = True
         self.device, self.can_capture = device, capture
         self.torch_device = torch.device(device)
         self.modules = graph_modules(*build_models(source.checkpoint(), self.torch_device))
