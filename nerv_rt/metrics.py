@@ -6,10 +6,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2).  (B, ...) -> (B,)"""
-    mse = (a - b).pow(2).flatten(1).mean(1)
+def psnr_from_mse(mse: Tensor) -> Tensor:
+    """PSNR in dB of a mean squared error between images in [-1, 1] (peak-to-peak 2)."""
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image PSNR in dB for images in [-1, 1].  (B, ...) -> (B,)"""
+    return psnr_from_mse((a - b).pow(2).flatten(1).mean(1))
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, like: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nerv_rt.models.nerv import NeRVDecoder
-from nerv_rt.models.presets import preset
+from nerv_rt.models.presets import ModelConfig, preset
 from nerv_rt.models.refine import refine_tokens
 from nerv_rt.runtime.frames import frame_times
 
@@ -52,4 +52,4 @@ def test_refinement_is_deterministic_and_zero_steps_is_identity(problem):
 
 def test_config_rejects_negative_refine_steps():
     with pytest.raises(ValueError, match="refine_steps"):
-        preset("tiny", 128).__class__(refine_steps=-1)
+        ModelConfig(refine_steps=-1)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .. import checkpoint as ckpt_io
 from ..data.video_folder import VideoFolder
 from ..errors import NervError
+from ..metrics import psnr_from_mse
 from ..runtime.frames import frame_times
 from .common import CsvLog, autocast, check_out_path, lr_at, pick_device, progress_bar, step_generator
 
@@ -63,7 +64,6 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     model_cfg = base.config
     data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
     vae, _ = ckpt_io.build_models(replace(base, dit=None, ema=None), dev)
-    vae.encoder.requires_grad_(False)
     decoder = vae.decoder.train()
     n_tokens = model_cfg.tokens * model_cfg.token_dim
     bank = torch.nn.Embedding(len(data), n_tokens, sparse=True).to(dev)
@@ -114,7 +114,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
             opt.step()
             bank_opt.step()
-            psnr = 10 * torch.log10(4 / l2.detach()).item()  # frames in [-1, 1]: peak-to-peak 2
+            psnr = psnr_from_mse(l2.detach()).item()
             csv_log.write(step + 1, {"l2": l2.item(), "psnr": psnr, "lr": lr})
             bar.update(task, advance=1, status=f"l2 {l2.item():.4f} ({psnr:.1f} dB)")
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
