@@ -253,6 +253,7 @@ def train_vae_cmd(
     lr: float = typer.Option(3e-4, help="Peak learning rate (warm-up, then cosine to 10%)."),
     gan_start: float = typer.Option(0.6, help="Fraction of steps before the GAN loss starts."),
     gan_weight: float = typer.Option(0.05, help="Weight of the hinge GAN loss (0 disables the discriminator)."),
+    temporal_weight: float = typer.Option(1.0, help="Weight of the L2 on frame-to-frame changes (motion)."),
     kl_weight: float = typer.Option(1e-6, help="Weight of the KL term (summed over tokens)."),
     perceptual_weight: float = typer.Option(0.1, help="Weight of the perceptual term (LPIPS or its substitute)."),
     lpips: Path | None = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
@@ -273,6 +274,7 @@ def train_vae_cmd(
         _fail(str(e))
     tcfg = VAETrainConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, gan_start=gan_start,
                           gan_weight=gan_weight, kl_weight=kl_weight, perceptual_weight=perceptual_weight,
+                          temporal_weight=temporal_weight,
                           ckpt_every=ckpt_every, seed=seed, lpips=str(lpips) if lpips else None)
     t0 = time.perf_counter()
     train_vae(data, out, cfg, tcfg, device, resume, init, out.with_suffix(".csv"))
@@ -288,7 +290,9 @@ def train_dit_cmd(
     batch: int = typer.Option(64, help="Global batch of token sets."),
     lr: float = typer.Option(2e-4, help="Peak learning rate."),
     ema: float = typer.Option(0.9999, help="EMA decay of the DiT weights."),
-    clips_per_video: int = typer.Option(4, help="Token sets encoded per video (random clip positions)."),
+    tokens: str = typer.Option("auto", help="What to learn to generate: bank (the autodecoder's per-video tokens), "
+                               "encoder (posteriors of clips), or auto (bank when --vae holds one)."),
+    clips_per_video: int = typer.Option(4, help="Token sets encoded per video (random clip positions; encoder tokens)."),
     ckpt_every: int = typer.Option(500, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed."),
@@ -298,7 +302,7 @@ def train_dit_cmd(
     from .train.dit import DiTTrainConfig, train_dit
 
     _train_common(out, device)
-    tcfg = DiTTrainConfig(steps=steps, batch=batch, lr=lr, ema=ema, clips_per_video=clips_per_video,
+    tcfg = DiTTrainConfig(steps=steps, batch=batch, lr=lr, ema=ema, clips_per_video=clips_per_video, tokens=tokens,
                           ckpt_every=ckpt_every, seed=seed)
     t0 = time.perf_counter()
     train_dit(data, vae, out, tcfg, device, resume, out.with_suffix(".csv"))
@@ -315,18 +319,24 @@ def train_autodecode_cmd(
     frames_per_step: int = typer.Option(4, help="Frames of each clip rendered per step."),
     lr: float = typer.Option(5e-4, help="Decoder peak learning rate (warm-up, then cosine to 10%)."),
     token_lr: float = typer.Option(1e-2, help="Learning rate of the per-video tokens (sparse Adam)."),
+    temporal_weight: float = typer.Option(1.0, help="Weight of the L2 on frame-to-frame changes (motion)."),
+    encoder_weight: float = typer.Option(0.1, help="Encoder's L2 onto the bank's tokens (it also renders through "
+                                         "the decoder); 0 keeps the encoder frozen."),
+    encoder_lr: float = typer.Option(2e-4, help="Encoder peak learning rate."),
     refine_steps: int = typer.Option(40, min=0, help="Token refinement steps stored as the output's default encoding."),
     ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of the data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
-    """Fine-tune the decoder with free per-video tokens (autodecoder, L2); encoder and DiT stay as they are.
-    The output encodes new clips with --refine-steps token refinement steps by default."""
+    """Fine-tune the VAE with free per-video tokens (autodecoder): the decoder and a token bank on L2 + the
+    temporal term, the encoder regressing the bank. Then train the DiT on the bank (`train dit`). The output
+    encodes new clips with --refine-steps token refinement steps by default."""
     from .train.autodecode import AutodecodeConfig, train_autodecode
 
     _train_common(out, device)
     tcfg = AutodecodeConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, token_lr=token_lr,
+                            temporal_weight=temporal_weight, encoder_weight=encoder_weight, encoder_lr=encoder_lr,
                             ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps)
     t0 = time.perf_counter()
     train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))

@@ -162,22 +162,28 @@ def test_init_from_copies_the_overlapping_block(tmp_path):
     torch.testing.assert_close(own["encoder.queries"][:, :32], src["encoder.queries"])  # 32 of the 40 queries
 
 
-def test_autodecode_fits_decoder_and_bank_keeps_encoder_and_dit(tmp_path, clips, tiny_ckpt):
-    """train autodecode: L2 falls clearly, the encoder and the DiT are carried over untouched, and a
-    resumed run matches an uninterrupted one (decoder, token bank)."""
+def test_autodecode_fits_decoder_bank_and_encoder(tmp_path, clips, tiny_ckpt):
+    """train autodecode: L2 falls clearly; the encoder learns only when asked (encoder_weight > 0); the DiT is
+    dropped (it is retrained on the bank); a resumed run matches an uninterrupted one (decoder, encoder, bank)."""
     from nerv_rt.train.autodecode import AutodecodeConfig, train_autodecode
 
     fast = dict(batch=2, frames_per_step=2, lr=3e-3, token_lr=3e-2, ckpt_every=2)
     base = ckpt_io.load(tiny_ckpt)
     full = train_autodecode(clips, tiny_ckpt, tmp_path / "full.pt", AutodecodeConfig(steps=40, **fast), "cpu",
                             log=tmp_path / "a.csv", show_progress=False)
-    l2 = _csv_column(tmp_path / "a.csv", "l2")
+    l2, token_l2 = _csv_column(tmp_path / "a.csv", "l2"), _csv_column(tmp_path / "a.csv", "token_l2")
     assert l2[-5:].mean() < 0.5 * l2[:5].mean(), l2
+    assert token_l2[0] == 0 and token_l2.max() > 0  # the bank starts at the encoder's means, then moves away
     assert full.config.refine_steps == AutodecodeConfig().refine_steps  # the output's default encoding
     assert full.train_state["bank"].shape == (4, base.config.tokens * base.config.token_dim)
-    assert all(torch.equal(full.vae[k], v) for k, v in base.vae.items() if not k.startswith("decoder."))
+    encoder_keys = [k for k in base.vae if k.startswith("encoder.")]
+    assert any(not torch.equal(full.vae[k], base.vae[k]) for k in encoder_keys)
     assert any(not torch.equal(full.vae[k], v) for k, v in base.vae.items() if k.startswith("decoder."))
-    assert all(torch.equal(full.dit[k], v) for k, v in base.dit.items()) and torch.equal(full.token_std, base.token_std)
+    assert full.dit is None and full.ema is None
+
+    frozen = train_autodecode(clips, tiny_ckpt, tmp_path / "frozen.pt", AutodecodeConfig(steps=2, encoder_weight=0, **fast),
+                              "cpu", show_progress=False)
+    assert all(torch.equal(frozen.vae[k], base.vae[k]) for k in encoder_keys)
 
     short = AutodecodeConfig(steps=4, **fast)
     whole = train_autodecode(clips, tiny_ckpt, tmp_path / "w.pt", short, "cpu", show_progress=False)
@@ -188,3 +194,23 @@ def test_autodecode_fits_decoder_and_bank_keeps_encoder_and_dit(tmp_path, clips,
     torch.testing.assert_close(resumed.train_state["bank"], whole.train_state["bank"], rtol=1e-5, atol=1e-6)
     with pytest.raises(NervError, match="not an autodecode run"):
         train_autodecode(clips, tiny_ckpt, Path(tiny_ckpt), short, "cpu", resume=True, show_progress=False)
+
+    # The DiT learns the bank by default (one token set per video), or the encoder's posteriors when asked.
+    from nerv_rt.checkpoint import build_models
+    from nerv_rt.train.dit import training_tokens
+
+    vae, _ = build_models(whole)
+    data = VideoFolder(clips, 16, 128)
+    means, stds, labels = training_tokens(vae, whole, data, DiTTrainConfig(), torch.device("cpu"))
+    torch.testing.assert_close(means.flatten(1), whole.train_state["bank"])
+    assert (stds == 0).all() and labels.tolist() == data.labels
+    means, stds, _ = training_tokens(vae, whole, data, DiTTrainConfig(tokens="encoder", clips_per_video=1), torch.device("cpu"))
+    assert means.shape == (4, 32, 16) and (stds > 0).all()
+    with pytest.raises(NervError, match="holds no autodecoder bank"):
+        training_tokens(vae, base, data, DiTTrainConfig(tokens="bank"), torch.device("cpu"))
+    from dataclasses import replace
+
+    ckpt_io.save(replace(whole, config=replace(whole.config, num_classes=4)), tmp_path / "w4.pt")  # the clips' classes
+    ck = train_dit(clips, tmp_path / "w4.pt", tmp_path / "dit.pt", DiTTrainConfig(steps=2, batch=4, ckpt_every=2), "cpu",
+                   show_progress=False)
+    assert ck.dit is not None and ck.vae.keys() == whole.vae.keys()

@@ -1,11 +1,14 @@
 """Autodecoder fine-tuning of the NeRV decoder (DeepSDF-style), after `train vae`.
 
 Every training video gets its own free weight tokens: a bank initialised from the encoder's
-posterior means of its first clip. The decoder and the bank are trained together on L2, so the
-decoder learns to render from the best tokens each clip can have rather than from what the encoder
-finds. The encoder, and with it the DiT's token distribution, is left as it is. Held-out clips then
-reach those better tokens by token refinement (models/refine.py), which the output checkpoint
-makes its default encoding. What it buys on the default model: README, "Quality".
+posterior means of its first clip. The decoder and the bank are trained together on L2 plus the
+temporal term, so the decoder learns to render from the best tokens each clip can have rather than
+from what the encoder finds. With `encoder_weight > 0` the encoder learns alongside: it regresses
+the bank's tokens and renders through the decoder from its own tokens, which keeps the two
+compatible. The bank is what `train dit` then learns to generate (it carries the motion the
+encoder's tokens lose), and held-out clips reach such tokens by token refinement
+(models/refine.py), the output's default encoding. What it buys on the default model: README,
+"Quality" and "Motion".
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from ..errors import NervError
 from ..metrics import psnr_from_mse
 from ..runtime.frames import frame_times
 from .common import CsvLog, autocast, check_out_path, lr_at, pick_device, progress_bar, step_generator
+from .losses import reconstruction_loss
 
 
 @dataclass
@@ -31,6 +35,9 @@ class AutodecodeConfig:
     frames_per_step: int = 4  # frames of each clip rendered per step
     lr: float = 5e-4  # decoder: warm-up, then cosine to 10%
     token_lr: float = 1e-2  # the token bank (sparse Adam, constant)
+    temporal_weight: float = 1.0  # L2 on frame-to-frame changes (losses.temporal_l2)
+    encoder_weight: float = 0.1  # encoder's L2 onto the bank's tokens (plus its own pixel loss); 0 freezes it
+    encoder_lr: float = 2e-4  # warm-up, then cosine to 10%, as the decoder
     ckpt_every: int = 250
     seed: int = 0
     refine_steps: int = 40  # stored in the output's config: its default encoding (models/refine.py)
@@ -53,31 +60,33 @@ def encode_first_clips(encoder: torch.nn.Module, data: VideoFolder, device: torc
 
 def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfig, device: str = "auto",
                      resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
-    """Fine-tune the decoder of checkpoint `init` (a VAE, or VAE + DiT, which is carried over) on
-    `data_dir`; write OUT with the new decoder and the unchanged encoder / DiT / token std."""
+    """Fine-tune the VAE of checkpoint `init` on `data_dir` with a bank of free per-video tokens; write
+    OUT: the new VAE (no DiT: train one on the bank with `train dit`), its train state holding the bank."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise NervError("train autodecode runs in one process (its token bank is not sharded); run it without torchrun")
     check_out_path(out, resume)
     dev = pick_device(device)
     base = ckpt_io.load(out if resume else init)
-    base = replace(base, config=replace(base.config, refine_steps=cfg.refine_steps))
+    base = replace(base, config=replace(base.config, refine_steps=cfg.refine_steps), dit=None, ema=None)
     model_cfg = base.config
     data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
-    vae, _ = ckpt_io.build_models(replace(base, dit=None, ema=None), dev)
-    decoder = vae.decoder.train()
+    vae, _ = ckpt_io.build_models(base, dev)
+    decoder, encoder = vae.decoder.train(), vae.encoder.train()
+    encoder.requires_grad_(cfg.encoder_weight > 0)
     n_tokens = model_cfg.tokens * model_cfg.token_dim
     bank = torch.nn.Embedding(len(data), n_tokens, sparse=True).to(dev)
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    enc_opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.encoder_lr, betas=(0.9, 0.95), weight_decay=0.0)
     bank_opt = torch.optim.SparseAdam(bank.parameters(), lr=cfg.token_lr)
     times = torch.from_numpy(frame_times(model_cfg.frames)).to(dev)
-    csv_log = CsvLog(log, ["l2", "psnr", "lr"], resume)
+    csv_log = CsvLog(log, ["loss", "l2", "psnr", "encoder_l2", "token_l2", "lr"], resume)
     start = 0
 
     def save(step: int) -> ckpt_io.Checkpoint:
         ck = replace(base, vae={k: v.detach().cpu() for k, v in vae.state_dict().items()},
                      train_state={"kind": "autodecode", "step": step, "bank": bank.weight.detach().cpu(),
-                                  "optim": opt.state_dict(), "bank_optim": bank_opt.state_dict(),
-                                  "train_config": asdict(cfg)})
+                                  "optim": opt.state_dict(), "encoder_optim": enc_opt.state_dict(),
+                                  "bank_optim": bank_opt.state_dict(), "train_config": asdict(cfg)})
         ckpt_io.save(ck, out)
         return ck
 
@@ -90,6 +99,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
                 raise NervError(f"--resume: {out} holds tokens for {ts['bank'].shape[0]} videos, {data_dir} has {len(data)}")
             bank.weight.data.copy_(ts["bank"])
             opt.load_state_dict(ts["optim"])
+            enc_opt.load_state_dict(ts["encoder_optim"])
             bank_opt.load_state_dict(ts["bank_optim"])
             start = int(ts["step"])
         else:
@@ -105,17 +115,31 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             lr = lr_at(step, cfg.steps, cfg.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
+            for group in enc_opt.param_groups:
+                group["lr"] = lr_at(step, cfg.steps, cfg.encoder_lr)
             tokens = bank(idx.to(dev)).view(cfg.batch, model_cfg.tokens, model_cfg.token_dim)
+            t = times[frame_idx.to(dev)]
             with autocast(dev):
-                l2 = F.mse_loss(decoder(tokens, times[frame_idx.to(dev)]).float(), target)
+                loss, l2 = reconstruction_loss(decoder(tokens, t), target, cfg.temporal_weight)
+                enc_l2 = token_l2 = torch.zeros((), device=dev)
+                if cfg.encoder_weight > 0:  # the encoder regresses the bank and renders through the decoder
+                    mean = encoder(videos.to(dev))[0]
+                    token_l2 = F.mse_loss(mean.float(), tokens.detach())
+                    enc_loss, enc_l2 = reconstruction_loss(decoder(mean, t), target, cfg.temporal_weight)
+                    loss = loss + enc_loss + cfg.encoder_weight * token_l2
             opt.zero_grad(set_to_none=True)
+            enc_opt.zero_grad(set_to_none=True)
             bank_opt.zero_grad(set_to_none=True)
-            l2.backward()
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
             opt.step()
             bank_opt.step()
+            if cfg.encoder_weight > 0:
+                torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+                enc_opt.step()
             psnr = psnr_from_mse(l2.detach()).item()
-            csv_log.write(step + 1, {"l2": l2.item(), "psnr": psnr, "lr": lr})
+            csv_log.write(step + 1, {"loss": loss.item(), "l2": l2.item(), "psnr": psnr, "encoder_l2": enc_l2.item(),
+                                     "token_l2": token_l2.item(), "lr": lr})
             bar.update(task, advance=1, status=f"l2 {l2.item():.4f} ({psnr:.1f} dB)")
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
                 ck = save(step + 1)

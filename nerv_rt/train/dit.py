@@ -2,6 +2,11 @@
 
 Min-SNR-gamma weighted eps-prediction, scheduled sampling (0 -> 0.5 over the first 30% of steps),
 EMA, 10% class dropout for classifier-free guidance.
+
+The tokens it learns to generate are the autodecoder bank of the VAE checkpoint when it holds one
+(`train autodecode`), else the encoder's posteriors. The bank's tokens are fitted to their clips and
+render their motion; the encoder's lose most of it, and a DiT trained on them generated near-stills
+(README, "Motion").
 """
 from __future__ import annotations
 
@@ -48,7 +53,8 @@ class DiTTrainConfig:
     class_dropout: float = 0.1
     scheduled_sampling: float = 0.5  # final probability of feeding the model its own estimate
     scheduled_ramp: float = 0.3  # ... reached after this fraction of the steps
-    clips_per_video: int = 4  # token sets cached per video (random clip positions)
+    clips_per_video: int = 4  # token sets encoded per video (random clip positions; encoder tokens only)
+    tokens: str = "auto"  # bank | encoder | auto (the autodecoder bank when the VAE checkpoint holds one)
     ckpt_every: int = 500
     seed: int = 0
 
@@ -72,6 +78,26 @@ def encode_dataset(vae, data: VideoFolder, clips_per_video: int, seed: int, devi
     return torch.stack(means), torch.stack(stds), torch.tensor(labels)
 
 
+TOKEN_SOURCES = ("auto", "bank", "encoder")
+
+
+def training_tokens(vae, base: ckpt_io.Checkpoint, data: VideoFolder, cfg: DiTTrainConfig, device: torch.device,
+                    bar=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(means, stds, labels) of the token sets the DiT learns: the autodecoder bank (one deterministic set
+    per video, std 0) or the encoder's posteriors of `clips_per_video` clips per video."""
+    bank = base.train_state.get("bank") if base.train_state.get("kind") == "autodecode" else None
+    source = cfg.tokens if cfg.tokens != "auto" else ("bank" if bank is not None else "encoder")
+    if source == "encoder":
+        return encode_dataset(vae, data, cfg.clips_per_video, cfg.seed, device, bar)
+    if bank is None:
+        raise NervError(f"--tokens bank: {base.source} holds no autodecoder bank (make it with `train autodecode`)")
+    if bank.shape[0] != len(data):
+        raise NervError(f"--tokens bank: {base.source} holds tokens for {bank.shape[0]} videos but {data.root} has "
+                        f"{len(data)}; use the folder it was trained on")
+    means = bank.float().view(len(data), base.config.tokens, base.config.token_dim)
+    return means, torch.zeros_like(means), torch.tensor(data.labels)
+
+
 def token_std(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
     """Per-dimension std of posterior samples: sqrt(Var[mean] + E[std^2]) over clips and tokens.  -> (d_z,)"""
     var = means.flatten(0, 1).var(dim=0) + stds.flatten(0, 1).pow(2).mean(dim=0)
@@ -80,6 +106,8 @@ def token_std(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
 
 def train_dit(data_dir: Path, vae_path: Path, out: Path, cfg: DiTTrainConfig, device: str = "auto",
               resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
+    if cfg.tokens not in TOKEN_SOURCES:
+        raise NervError(f"unknown --tokens {cfg.tokens!r}; choose from {', '.join(TOKEN_SOURCES)}")
     d = setup(device, cfg.batch)
     try:
         if d.main:
@@ -116,7 +144,7 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
     csv_log = CsvLog(log if d.main else None, ["loss", "ss_prob", "lr"], resume)
 
     with progress_bar(d.main and show_progress) as bar:
-        means, stds, labels = encode_dataset(vae, data, cfg.clips_per_video, cfg.seed, d.device, bar)
+        means, stds, labels = training_tokens(vae, base, data, cfg, d.device, bar)
         tstd = token_std(means, stds)
         means, stds = (means / tstd).to(d.device), (stds / tstd).to(d.device)  # normalized token space
 

@@ -5,7 +5,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .. import checkpoint as ckpt_io
 from ..data.video_folder import VideoFolder
@@ -24,7 +23,7 @@ from .common import (
     teardown,
     wrap_ddp,
 )
-from .losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, perceptual_loss
+from .losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, perceptual_loss, reconstruction_loss
 
 
 @dataclass
@@ -33,6 +32,7 @@ class VAETrainConfig:
     batch: int = 8  # global batch of clips, split evenly over DDP processes
     frames_per_step: int = 4  # the decoder is time-queried: supervise a random subset of each clip's frames
     lr: float = 3e-4
+    temporal_weight: float = 1.0  # L2 on frame-to-frame changes (losses.temporal_l2): motion, not just stills
     kl_weight: float = 1e-6  # on the KL summed over tokens (the L2 term is a per-pixel mean)
     perceptual_weight: float = 0.1  # measured: 0.5 slowed the L2 (PSNR) convergence of the tiny model
     gan_weight: float = 0.05
@@ -123,10 +123,10 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
             with autocast(d.device):
                 recon, mean, logvar = vae_ddp(videos, times[frame_idx.to(d.device)], noise)
                 fake, real = recon.flatten(0, 1), target.flatten(0, 1)
-                l2 = F.mse_loss(recon.float(), target)
+                loss, l2 = reconstruction_loss(recon, target, cfg.temporal_weight)
                 perc = perceptual(fake.float(), real)
                 kl = kl_divergence(mean.float(), logvar.float())
-                loss = l2 + cfg.perceptual_weight * perc + cfg.kl_weight * kl
+                loss = loss + cfg.perceptual_weight * perc + cfg.kl_weight * kl
                 g_loss = torch.zeros((), device=d.device)
                 if use_gan:
                     disc.requires_grad_(False)  # generator step: no discriminator gradients
