@@ -57,10 +57,41 @@ def test_batched_decoding_equals_per_video():
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
-def test_demodulated_kernels_have_unit_norm():
+def test_demodulated_kernels_have_unit_rms():
     k = torch.randn(2, 24, 3 * 9) * 5
-    norms = demodulate(k).pow(2).sum(-1).sqrt()
-    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=1e-5)
+    rms = demodulate(k).pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-5, rtol=1e-5)
+
+
+def test_demodulation_does_not_overflow_in_fp16():
+    """Rows whose sum of squares is far past fp16's 65504 (fan-in 9216, as in preset L)."""
+    k = torch.randn(4, 9216) * 8
+    assert k.pow(2).sum(-1).min() > 65504
+    half = demodulate(k.half())
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), demodulate(k), atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("name,scale,frames", [("S", 16, 2), ("L", 8, 1)])
+def test_decoders_in_fp16_and_bf16_match_fp32(name, scale, frames):
+    """Tokens large enough that the heads' rows sum past 65504 squared (the old sum-of-squares demodulation
+    overflowed in fp16 and its kernels vanished): fp16 and bf16 decoders stay finite and >= 35 dB."""
+    from nerv_rt.models.nerv import NeRVDecoder
+
+    cfg = preset(name, 128)
+    torch.manual_seed(0)
+    dec = NeRVDecoder(cfg).eval()
+    z, t = scale * torch.randn(1, cfg.tokens, cfg.token_dim), torch.linspace(0, 1, frames)
+    with torch.no_grad():
+        assert max(c.head(z).pow(2).sum(-1).max() for c in dec.convs) > 65504
+        ref = dec(z, t)
+        for dtype in (torch.float16, torch.bfloat16):
+            low = NeRVDecoder(cfg).eval()
+            low.load_state_dict(dec.state_dict())
+            out = low.to(dtype)(z, t).float()
+            assert torch.isfinite(out).all(), dtype
+            psnr = 10 * torch.log10(4 / (out - ref).pow(2).mean())
+            assert psnr >= 35, (dtype, psnr)
 
 
 @pytest.mark.parametrize("switch,values", [("param", ["channel", "repeat", "fmm"]), ("reuse", ["multihead", "direct", "none"]),

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .embeddings import timestep_embedding
 from .presets import ModelConfig
-from .transformer import Attention, Mlp
+from .transformer import Attention, LayerNorm32, Mlp
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -24,7 +24,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(timestep_embedding(t, self.freq_dim))
+        emb = timestep_embedding(t, self.freq_dim)  # sin / cos in fp32
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
 
 
 class DiTBlock(nn.Module):
@@ -32,9 +33,9 @@ class DiTBlock(nn.Module):
 
     def __init__(self, hidden: int, heads: int, mlp_ratio: float):
         super().__init__()
-        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.norm1 = LayerNorm32(hidden, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden, heads)
-        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm32(hidden, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
@@ -47,7 +48,7 @@ class DiTBlock(nn.Module):
 class FinalLayer(nn.Module):
     def __init__(self, hidden: int, out_dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.norm = LayerNorm32(hidden, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(hidden, out_dim)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
 
@@ -96,7 +97,7 @@ class ImplicitDiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        x = self.x_embedder(x) + self.pos_embed  # (B, N, D)
+        x = self.x_embedder(x.to(self.pos_embed.dtype)) + self.pos_embed  # (B, N, D)
         c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
         for block in self.blocks:
             x = block(x, c)  # (B, N, D)

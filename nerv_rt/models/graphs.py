@@ -1,6 +1,8 @@
 """The three runtime graphs as modules with the exported I/O signature (see export/specs.py).
 
 The ONNX exporter traces these, and the torch backends run them, so both see the same function.
+Inputs and outputs are fp32 whatever the weights' dtype: a module cast to fp16 / bf16 exports a
+precision-typed graph with fp32 I/O (keep_io_types), its sensitive ops kept in fp32 by the models.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ class DiTGraph(nn.Module):
         self.dit = dit
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.dit(x_t, t, y)
+        return self.dit(x_t, t, y).float()
 
 
 class DecoderGraph(nn.Module):
@@ -27,7 +29,7 @@ class DecoderGraph(nn.Module):
         self.decoder = decoder
 
     def forward(self, tokens: torch.Tensor, frame_t: torch.Tensor) -> torch.Tensor:
-        return self.decoder(tokens, frame_t)[0]
+        return self.decoder(tokens, frame_t)[0].float()
 
 
 class EncoderGraph(nn.Module):
@@ -38,7 +40,7 @@ class EncoderGraph(nn.Module):
         self.encoder = encoder
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.encoder(video)[0]
+        return self.encoder(video)[0].float()
 
 
 def graph_modules(vae: nn.Module, dit: nn.Module | None) -> dict[str, nn.Module]:

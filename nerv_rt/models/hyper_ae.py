@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from .embeddings import sincos_embedding
 from .nerv import NeRVDecoder
 from .presets import ModelConfig
-from .transformer import Block
+from .transformer import Block, LayerNorm32
 
 LOGVAR_RANGE = (-30.0, 20.0)
 INIT_LOGVAR = -5.0
@@ -40,7 +40,7 @@ class HyperEncoder(nn.Module):
         self.register_buffer("pos_embed", sincos_embedding(lattice, enc.dim), persistent=False)
         self.queries = nn.Parameter(torch.randn(1, cfg.tokens, enc.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(enc.dim, enc.heads, enc.mlp_ratio) for _ in range(enc.depth))
-        self.norm = nn.LayerNorm(enc.dim)
+        self.norm = LayerNorm32(enc.dim)
         self.bottleneck = nn.Sequential(nn.Linear(enc.dim, enc.dim), nn.GELU(), nn.Linear(enc.dim, 2 * cfg.token_dim))
         # Start nearly deterministic (std ~0.08): with unit posterior noise at init the decoder learns
         # to ignore the tokens and training stalls at the clip's mean colour; the KL term then sets the
@@ -48,7 +48,7 @@ class HyperEncoder(nn.Module):
         nn.init.constant_(self.bottleneck[-1].bias[cfg.token_dim:], INIT_LOGVAR)
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.patch_embed(patchify(video, self.patch)) + self.pos_embed  # (B, P, D)
+        x = self.patch_embed(patchify(video.to(self.queries.dtype), self.patch)) + self.pos_embed  # (B, P, D)
         x = torch.cat([x, self.queries.expand(x.shape[0], -1, -1)], dim=1)  # (B, P+N, D)
         for block in self.blocks:
             x = block(x)

@@ -24,8 +24,13 @@ KERNEL = 3
 # --------------------------------------------------------------------------------------------
 
 def demodulate(kernels: Tensor, eps: float = 1e-8) -> Tensor:
-    """StyleGAN2 demodulation: unit L2 norm per output channel.  (..., C_out, fan_in) -> same"""
-    return kernels * torch.rsqrt(kernels.pow(2).sum(dim=-1, keepdim=True) + eps)
+    """StyleGAN2 demodulation to unit RMS per output channel: K / sqrt(mean(K^2)).  (..., C_out, fan_in) -> same
+
+    StyleGAN's unit L2 norm is this times 1 / sqrt(fan_in), which `DynamicConv` folds into its gain. The
+    mean, unlike the sum of squares (~8.5e3 at fan-in 288 on the tiny model, past fp16's 65504 at the
+    S / B / L fan-ins), stays in range; the op runs in fp32 whatever the kernels' dtype."""
+    k = kernels.float()
+    return (k * torch.rsqrt(k.pow(2).mean(dim=-1, keepdim=True) + eps)).to(kernels.dtype)
 
 
 def kernel_rows(param: str, dyn_frac: float, c_out: int) -> int:
@@ -93,6 +98,7 @@ class DynamicConv(nn.Module):
         # A GELU follows every dynamic conv: unit-norm (demodulated) rows times sqrt(2) keep the
         # activation scale through the depth (He init), for token-made and shared kernels alike.
         self.gain = nn.Parameter(torch.full((self.rows, 1), math.sqrt(2.0)))
+        self.rms_to_norm = 1.0 / math.sqrt(fan_in)  # `demodulate` gives unit RMS; the gain acts on unit norm
         n_shared = {"channel": c_out - self.rows, "repeat": 0, "fmm": c_out}[dec.param]
         self.shared = nn.Parameter(torch.randn(n_shared, fan_in) * math.sqrt(2.0 / fan_in))
         self.bias = nn.Parameter(torch.zeros(c_out))
@@ -101,12 +107,13 @@ class DynamicConv(nn.Module):
         """z (B, N, d_z) -> conv weights (B, C_out, C_in, 3, 3)."""
         B = z.shape[0]
         h = self.head(z)  # (B, rows, fan_in)
+        gain = self.gain * self.rms_to_norm
         if self.param == "channel":
-            w = torch.cat([demodulate(h) * self.gain, self.shared.expand(B, -1, -1)], dim=1)
+            w = torch.cat([demodulate(h) * gain, self.shared.expand(B, -1, -1)], dim=1)
         elif self.param == "repeat":
-            w = (demodulate(h) * self.gain).repeat(1, self.c_out // self.rows, 1)
+            w = (demodulate(h) * gain).repeat(1, self.c_out // self.rows, 1)
         else:
-            w = demodulate(self.shared * (1 + h)) * self.gain
+            w = demodulate(self.shared * (1 + h)) * gain
         return w.reshape(B, self.c_out, self.c_in, KERNEL, KERNEL)
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
@@ -178,9 +185,11 @@ class NeRVDecoder(nn.Module):
 
     def forward(self, z: Tensor, frame_t: Tensor) -> Tensor:
         dec, B, n_frames = self.cfg.decoder, z.shape[0], frame_t.shape[0]
+        z = z.to(self.to_rgb[0].weight.dtype)  # fp32 tokens into a model cast to fp16 / bf16
         # Layout (F, B*C, h, w): frames are the conv batch and each video is one channel group, so
         # per-video kernels are one grouped conv; for B = 1 (the exported graph) it is a plain conv.
-        x = nerv_positional_encoding(frame_t, dec.grid, dec.pe_freqs)  # (F, 6L, g, g)
+        # sin / cos of the encoding in fp32 whatever the weights' dtype, then the convs' dtype
+        x = nerv_positional_encoding(frame_t.float(), dec.grid, dec.pe_freqs).to(self.to_rgb[0].weight.dtype)  # (F, 6L, g, g)
         if B > 1:
             x = x.repeat(1, B, 1, 1)  # (F, B*6L, g, g)
         x = F.gelu(self.convs[0](x, z))

@@ -1,8 +1,22 @@
-"""Transformer pieces shared by the hypernetwork encoder and the DiT."""
+"""Transformer pieces shared by the hypernetwork encoder and the DiT.
+
+Norms and attention compute in fp32 whatever the weights' dtype (fp16 LayerNorm after attention
+overflows; see shared/reference/tensorrt.md section 6): a model cast to fp16 / bf16 exports graphs that
+keep exactly these ops in fp32.
+"""
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in fp32, the result in the input's dtype."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -15,7 +29,8 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, heads, T, C/heads)
+        q, k, v = qkv.float().unbind(0)  # attention (softmax) in fp32: a tiny share of the FLOPs at these lengths
+        x = F.scaled_dot_product_attention(q, k, v).to(qkv.dtype)  # (B, heads, T, C/heads)
         return self.proj(x.transpose(1, 2).reshape(B, T, C))
 
 
@@ -35,9 +50,9 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm32(dim)
         self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm32(dim)
         self.mlp = Mlp(dim, mlp_ratio)
 
     def forward(self, x: Tensor) -> Tensor:
