@@ -1,24 +1,26 @@
-"""What can be checked about the TensorRT path without TensorRT: op coverage, profiles, cache keys,
-the clear error when it is missing. Tests that need TensorRT and a GPU skip with a reason."""
+"""What can be checked about the TensorRT path without TensorRT: op coverage, profiles, cache keys, the
+clear error when it is missing, and the code itself type-checked against NVIDIA's stubs with no API that
+TensorRT 11 removed. Tests that need TensorRT and a GPU are marked `gpu` and skip with a reason."""
+import ast
 import importlib.util
 import json
+import re
+import shutil
+from pathlib import Path
 
 import onnx
 import pytest
 from onnx import helper
 
 from nerv_rt.errors import NervError
+from nerv_rt.export.manifest import key_digest, stale_fields
 from nerv_rt.export.specs import dim_ranges, graph_specs, profile_shapes
-from nerv_rt.export.trt_build import (
-    check_runtime_match,
-    engine_key,
-    key_digest,
-    stale_fields,
-)
+from nerv_rt.export.trt_build import check_runtime_match, engine_key, tensorrt_available, timing_cache_name
 from nerv_rt.export.trt_ops import SUPPORTED, unsupported_ops
 from nerv_rt.models.presets import preset
 
-HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+HAVE_TRT = tensorrt_available()  # the real library: tensorrt-stubs alone makes an empty `tensorrt` package
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _model(op_type: str, opset: int = 18, **attrs) -> onnx.ModelProto:
@@ -41,12 +43,13 @@ def test_op_scan_flags_unsupported_ops_and_restrictions():
     assert unsupported_ops(_model("DFT")) == ["DFT"]
     assert unsupported_ops(_model("Resize", antialias=1)) == ["Resize(antialias=1)"]
     assert unsupported_ops(_model("Resize", mode="cubic")) == ["Resize(mode=cubic)"]
-    assert unsupported_ops(_model("Relu", opset=23)) == ["opset 23 (TensorRT 10 parses 9-20)"]
+    assert unsupported_ops(_model("Relu", opset=25)) == ["opset 25 (TensorRT parses 9-24)"]
 
 
 def test_profiles_cover_cfg_batch_and_frame_chunks():
     specs = graph_specs(preset("S", 256))
     assert dim_ranges("dit", max_batch=4, max_frames=64) == {"B": (1, 2, 8)}
+    assert dim_ranges("decoder", max_batch=4, max_frames=16) == {"F": (1, 16, 16)}  # the export default = generate's chunk
     dit = profile_shapes(specs["dit"], max_batch=4, max_frames=64)
     assert dit["x_t"] == ((1, 160, 16), (2, 160, 16), (8, 160, 16))
     assert dit["t"] == ((1,), (2,), (8,)) and dit["y"] == ((1,), (2,), (8,))
@@ -104,6 +107,76 @@ def test_missing_tensorrt_is_a_clear_error(tiny_export):
     assert Pipeline.load(tiny_export).backend_name == "onnxruntime"  # auto falls back
 
 
+def test_timing_cache_is_named_per_gpu_and_tensorrt():
+    a = timing_cache_name("NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
+    assert a == "timing-nvidia-h100-80gb-hbm3-sm90-trt10.13.0.cache"
+    assert len({a, timing_cache_name("NVIDIA H200", "9.0", "10.13.0"), timing_cache_name("NVIDIA H100 80GB HBM3", "9.0", "11.4.0")}) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The code against the TensorRT API: NVIDIA's stubs (10.13) and what 11.x removed
+# ---------------------------------------------------------------------------------------------
+
+TRT_SOURCES = sorted(p for p in (ROOT / "nerv_rt").rglob("*.py") if re.search(r"^\s*import tensorrt", p.read_text(), re.M))
+REMOVED_BUILDER_FLAGS = {"FP16", "BF16", "INT8", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
+                         "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"}  # weak typing, gone in TensorRT 11
+REMOVED_MEMBERS = {"int8_calibrator", "device_memory_size", "platform_has_fast_fp16", "platform_has_fast_int8",
+                   "set_calibration_profile", "get_calibration_profile", "set_quantization_flag",
+                   "clear_quantization_flag", "get_quantization_flag", "quantization_flags", "EXPLICIT_BATCH"}
+
+
+def test_tensorrt_code_uses_no_api_removed_in_tensorrt_11():
+    assert {p.name for p in TRT_SOURCES} >= {"trt_build.py", "trt_backend.py"}
+    used = []
+    for path in TRT_SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                flag = isinstance(node.value, ast.Attribute) and node.value.attr == "BuilderFlag"
+                if (flag and node.attr in REMOVED_BUILDER_FLAGS) or node.attr in REMOVED_MEMBERS:
+                    used.append(f"{path.name}:{node.lineno} {node.attr}")
+    assert used == []
+
+
+def _stubs(tmp_path: Path) -> Path:
+    """NVIDIA's stubs (tensorrt-stubs) copied where mypy reads them, with the few parameters they name `in` (a
+    Python keyword) renamed and one misplaced default fixed, so that they parse; nothing else is touched."""
+    spec = importlib.util.find_spec("tensorrt_stubs")
+    if spec is None or importlib.util.find_spec("mypy") is None:
+        pytest.skip("needs mypy and tensorrt-stubs (README: the test command installs them)")
+    site = Path(spec.origin).parents[1]
+    for package in ("tensorrt", "tensorrt_bindings"):
+        shutil.copytree(site / package, tmp_path / package)
+    for pyi in tmp_path.rglob("*.pyi"):
+        text = re.sub(r"([(,]\s*)in(\s*:)", r"\1in_\2", pyi.read_text())
+        pyi.write_text(text.replace("power: Weights = None, channel_axis: int)", "power: Weights = None, channel_axis: int = ...)"))
+    return tmp_path
+
+
+def _mypy(stubs: Path, monkeypatch, *files: Path) -> tuple[int, str]:
+    """mypy on `files` with the stubs; what mypy finds wrong inside the stubs themselves is not ours to report."""
+    from mypy import api
+
+    config = stubs / "mypy.ini"
+    config.write_text("[mypy]\nignore_missing_imports = True\nfollow_imports = silent\n"
+                      "[mypy-tensorrt.*,tensorrt_bindings.*]\nignore_errors = True\n")
+    monkeypatch.setenv("MYPYPATH", str(stubs))
+    out, err, code = api.run(["--config-file", str(config), "--no-incremental", "--cache-dir", str(stubs / ".cache"),
+                              *map(str, files)])
+    return code, out + err
+
+
+def test_tensorrt_code_type_checks_against_the_official_stubs(tmp_path, monkeypatch):
+    stubs = _stubs(tmp_path / "stubs")
+    wrong = tmp_path / "wrong.py"  # the stubs must be the ones checked: an API that does not exist has to fail
+    wrong.write_text("import tensorrt as trt\n\nconfig = trt.Builder(trt.Logger()).create_builder_config()\n"
+                     "config.set_flag(trt.BuilderFlag.TF33)\nconfig.no_such_method()\n")
+    code, out = _mypy(stubs, monkeypatch, wrong)
+    assert code == 1 and "TF33" in out and "no_such_method" in out, out
+    code, out = _mypy(stubs, monkeypatch, *TRT_SOURCES)
+    assert code == 0, out
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_TRT, reason="needs tensorrt and a CUDA GPU")
 def test_build_and_run_tensorrt_engines(tiny_export, tmp_path):  # pragma: no cover - GPU machines only
     import shutil

@@ -1,4 +1,4 @@
-"""Static check of exported graphs against TensorRT's ONNX parser (TensorRT 10.x, opsets 9-20).
+"""Static check of exported graphs against TensorRT's ONNX parser (TensorRT 10.15+ and 11.x: opsets 9-24).
 
 SUPPORTED lists the operators that onnx-tensorrt's docs/operators.md marks supported ("Y"), plus
 the 10.x additions (LayerNormalization, GroupNormalization, Gelu, ...). Restrictions the parser
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import onnx
 
-OPSET_RANGE = (9, 20)
+# onnx-tensorrt docs/operators.md: "TensorRT 10.15 supports operators in the inclusive range of opset 9 to
+# opset 24" (10.0: 9 to 20). fp32 / fp16 graphs use opset 18; bf16 graphs need 22 (Conv takes bfloat16 there).
+OPSET_RANGE = (9, 24)
 
 SUPPORTED = frozenset("""
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast CastLike Ceil
@@ -31,7 +33,7 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     problems = set()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
-        problems.add(f"opset {opset} (TensorRT 10 parses {OPSET_RANGE[0]}-{OPSET_RANGE[1]})")
+        problems.add(f"opset {opset} (TensorRT parses {OPSET_RANGE[0]}-{OPSET_RANGE[1]})")
     for node in _all_nodes(model.graph):
         if node.domain not in ("", "ai.onnx"):
             problems.add(f"{node.domain}::{node.op_type}")
