@@ -12,7 +12,7 @@ import pytest
 
 from nerv_rt.bench.cases import hot_path_feeds
 from nerv_rt.runtime.pipeline import Pipeline
-from nerv_rt.runtime.sampling import DeviceInputs, denoise, prepare_inputs
+from nerv_rt.runtime.sampling import DeviceInputs, VideoDraw, denoise, prepare_inputs
 
 BACKENDS = ["torch", "onnxruntime"]
 
@@ -40,7 +40,7 @@ def test_one_sampler_step(benchmark, model_paths, backend):
     _group(benchmark, model_paths, "sampler step (CFG)")
     pipe = _pipe(model_paths, backend)
     m = pipe.model()
-    host = prepare_inputs(0, 1, m.config.tokens, m.config.token_dim, m.config.num_classes, None, 1, "ddim", 0.0, 2.0)
+    host = prepare_inputs([VideoDraw(0)], m.config.tokens, m.config.token_dim, m.config.num_classes, 1, "ddim", 0.0, 2.0)
     inputs = DeviceInputs.from_host(m.backend, host)
     dit = m.engine("dit")
     benchmark(lambda: denoise(dit, inputs, host.guidance))

@@ -53,17 +53,37 @@ def time_runs(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> 
     return times
 
 
-def _gpu_memory() -> dict[str, float]:
+def _gpu_memory(nvml=None) -> dict[str, float]:
+    """The torch allocator's peak and, from NVML (sampled while the case ran), this process's peak GPU memory:
+    TensorRT's and ONNX Runtime's allocations are invisible to the allocator."""
     import torch
 
-    free, total = torch.cuda.mem_get_info()
-    return {"allocator_peak_mb": torch.cuda.max_memory_allocated() / 2**20,
-            "driver_used_mb": (total - free) / 2**20}
+    out = {"allocator_peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+    if nvml is not None:
+        out.update(nvml.result())
+    return out
+
+
+def measured(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> dict:
+    """time_runs on a clean slate: on CUDA the allocator's peak is reset and NVML samples this process meanwhile."""
+    if device != "cuda":
+        return {"times": time_runs(fn, device, warmup, repeats)}
+    import torch
+
+    from .memory import NvmlPeak
+
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    with NvmlPeak() as nvml:
+        times = time_runs(fn, device, warmup, repeats)
+    return {"times": times, **_gpu_memory(nvml)}
 
 
 def sd_vae_decoder(res: int, frames: int, device: str, precision: str, warmup: int, repeats: int,
-                   quick: bool = False, weights: str | None = None) -> dict:
-    """diffusers AutoencoderKL decoder on one video's latents [frames, 4, res/8, res/8]."""
+                   quick: bool = False, weights: str | None = None, cuda_graph: bool = False) -> dict:
+    """diffusers AutoencoderKL decoder on one video's latents [frames, 4, res/8, res/8]; with `cuda_graph`, the
+    call captured once as a CUDA graph and replayed, as for the NeRV decoder."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -76,13 +96,14 @@ def sd_vae_decoder(res: int, frames: int, device: str, precision: str, warmup: i
     vae = vae.to(device, dtype).eval()
     z = torch.randn(frames, 4, res // 8, res // 8, device=device, dtype=dtype)
     with torch.inference_mode():
-        times = time_runs(lambda: vae.decode(z).sample, device, warmup, repeats)
-    return {"times": times, **(_gpu_memory() if device == "cuda" else {})}
+        fn = (lambda: vae.decode(z).sample) if not cuda_graph else _graphed(lambda: vae.decode(z).sample)
+        return measured(fn, device, warmup, repeats)
 
 
 def nerv_decoder(preset_name: str, res: int, frames: int, device: str, precision: str, warmup: int,
-                 repeats: int) -> dict:
-    """NeRV decoder (with its affine heads) rendering one video's `frames` frames from its tokens."""
+                 repeats: int, cuda_graph: bool = False) -> dict:
+    """NeRV decoder (with its affine heads) rendering one video's `frames` frames from its tokens; with
+    `cuda_graph`, the call captured once as a CUDA graph and replayed (torch's compiled path on GPU)."""
     import torch
 
     from ..models.nerv import NeRVDecoder
@@ -91,25 +112,63 @@ def nerv_decoder(preset_name: str, res: int, frames: int, device: str, precision
     dtype = getattr(torch, DTYPES[precision])
     cfg = preset(preset_name, res)
     dec = NeRVDecoder(cfg).to(device, dtype).eval()
-    z = torch.randn(1, cfg.tokens, cfg.token_dim, device=device, dtype=dtype)
-    t = torch.linspace(0, 1, frames, device=device, dtype=dtype)
+    z = torch.randn(1, cfg.tokens, cfg.token_dim, device=device)
+    t = torch.linspace(0, 1, frames, device=device)
     with torch.inference_mode():
-        times = time_runs(lambda: dec(z, t), device, warmup, repeats)
-    return {"times": times, **(_gpu_memory() if device == "cuda" else {})}
+        fn = (lambda: dec(z, t)) if not cuda_graph else _graphed(lambda: dec(z, t))
+        return measured(fn, device, warmup, repeats)
+
+
+def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """fn captured as one CUDA graph (its inputs are fixed tensors), after a warm-up on a side stream."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def dit_forward(preset_name: str, res: int, device: str, precision: str, warmup: int, repeats: int) -> dict:
+    """One bare DiT forward at the CFG batch of one video (2), eager: what a sampler step costs at least."""
+    import torch
+
+    from ..models.dit import ImplicitDiT
+    from ..models.presets import preset
+
+    cfg = preset(preset_name, res)
+    dit = ImplicitDiT(cfg).to(device, getattr(torch, DTYPES[precision])).eval()
+    x = torch.randn(2, cfg.tokens, cfg.token_dim, device=device)
+    t, y = torch.tensor([500.0, 500.0], device=device), torch.tensor([0, cfg.num_classes], device=device)
+    with torch.inference_mode():
+        return measured(lambda: dit(x, t, y), device, warmup, repeats)
 
 
 def generation(source: str, backend: str, device: str, precision: str, frames: int, steps: int, sampler: str,
                guidance: float, warmup: int, repeats: int, cuda_graph: bool | None = None) -> dict:
-    """Full generation of one video (sampling loop + decode) through the runtime Pipeline."""
+    """Full generation of one video through the runtime Pipeline, sampling and decoding timed apart: `times`
+    are their sums, `sample_times` / `decode_times` the parts (wall clock after a device sync)."""
     from ..runtime.pipeline import Pipeline
 
     pipe = Pipeline.load(source, backend=backend, device=device, precision=precision, cuda_graph=cuda_graph)
+    parts: dict[str, list[float]] = {"sample_times": [], "decode_times": []}
 
     def run():
-        pipe.generate(frames=frames, steps=steps, sampler=sampler, guidance=guidance, seed=0)
+        t0 = time.perf_counter()
+        tokens = pipe.sample_tokens(steps=steps, sampler=sampler, guidance=guidance, seed=0)
         pipe.synchronize()
+        t1 = time.perf_counter()
+        pipe.decode(tokens, frames)
+        pipe.synchronize()
+        parts["sample_times"].append(t1 - t0)
+        parts["decode_times"].append(time.perf_counter() - t1)
 
-    times = time_runs(run, pipe.device, warmup, repeats)
+    result = measured(run, pipe.device, warmup, repeats)
     captured = any(m.backend.can_capture or m.backend.cuda_graph for m in pipe.models.values())
-    return {"times": times, "backend": pipe.backend_name + (" +cuda-graph" if captured else ""),
-            **(_gpu_memory() if pipe.device == "cuda" else {})}
+    return {**result, **{k: v[warmup:] for k, v in parts.items()},
+            "backend": pipe.backend_name + (" +cuda-graph" if captured else ""), "precision": pipe.precision}

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NervError, require
+from ..machine import cpu_name
 from . import cases
 from .memory import run_in_child
 
 SUITES = ("decoder", "generator", "scaling", "all")
+SD_VAE_LABEL = "SD-VAE"
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 # The paper's table (NeRV-Diffusion, ICLR 2026): A6000, bf16, batch 1. Reference only, never measured here.
@@ -71,7 +73,7 @@ def check_config(cfg: BenchConfig) -> None:
         raise NervError(f"--precision {cfg.precision} is for CUDA; the CPU benchmarks run fp32")
     if cfg.repeats < 1 or cfg.warmup < 0:
         raise NervError("--repeats must be >= 1")
-    from ..engines.base import BACKENDS
+    from ..engines.select import BACKENDS
 
     for b in cfg.backends:
         if b not in BACKENDS or b == "auto":
@@ -91,9 +93,11 @@ def summarize(times: list[float]) -> dict:
 
 
 def _memory(result: dict, rss_bytes: int, device: str) -> dict:
+    """peak_mb: on CUDA the NVML per-process peak where NVML sees the process (else the allocator's peak), beside
+    the allocator's peak; on CPU the child's peak RSS above its imports."""
     if device == "cuda":
-        return {"peak_mb": result["allocator_peak_mb"], "allocator_peak_mb": result["allocator_peak_mb"],
-                "driver_used_mb": result["driver_used_mb"]}
+        mem = {k: v for k, v in result.items() if k.endswith("_mb")}
+        return {"peak_mb": mem.get("nvml_process_peak_mb", mem["allocator_peak_mb"]), **mem}
     return {"peak_mb": rss_bytes / 2**20, "peak_rss_mb": rss_bytes / 2**20}
 
 
@@ -125,7 +129,7 @@ def nerv_gmacs(preset_name: str, res: int, frames: int) -> float:
 def _decoder_row(cfg: BenchConfig, model: str, res: int, frames: int) -> dict:
     common = dict(res=res, frames=frames, device=cfg.device, precision=cfg.precision, warmup=cfg.warmup,
                   repeats=cfg.repeats)
-    if model == "SD-VAE":
+    if model == SD_VAE_LABEL:
         result, rss = run_in_child(cases.sd_vae_decoder, imports=("torch", "diffusers"), quick=cfg.quick,
                                    weights=cfg.sd_vae, **common)
         tokens, gmacs = frames * (res // 8) ** 2, sd_vae_gmacs(res, frames, cfg.quick)
@@ -145,7 +149,7 @@ def nerv_label(cfg: BenchConfig) -> str:
 def decoder_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]:
     rows = []
     for res in cfg.resolutions:
-        for model in ("SD-VAE", nerv_label(cfg)):
+        for model in (SD_VAE_LABEL, nerv_label(cfg)):
             step(f"decoder {model} {cfg.frames}x{res}^2")
             rows.append(_decoder_row(cfg, model, res, cfg.frames))
     return rows
@@ -155,7 +159,7 @@ def scaling_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]:
     rows = []
     for res in cfg.resolutions:
         for frames in cfg.scaling_frames:
-            for model in ("SD-VAE", nerv_label(cfg)):
+            for model in (SD_VAE_LABEL, nerv_label(cfg)):
                 step(f"scaling {model} {frames}x{res}^2")
                 rows.append(_decoder_row(cfg, model, res, frames))
     return rows
@@ -177,35 +181,57 @@ def random_checkpoint(preset_name: str, res: int, folder: Path) -> Path:
     return path
 
 
+EXPORTED = ("onnxruntime", "tensorrt", "aoti")  # backends that run an export folder, not the checkpoint
+
+
+def _export_for(ckpt: str, out: str, precisions: tuple[str, ...], aoti_device: str | None, trt_precision: str | None) -> str:
+    """(In a child process.) Export `ckpt` with what the backends need; build TensorRT engines there too."""
+    from ..export.onnx_export import export
+
+    folder = export(ckpt, Path(out), precisions=precisions, aoti_device=aoti_device)
+    if trt_precision is not None:
+        from ..export.trt_build import build_engines
+        from ..runtime.sources import read_manifest
+
+        build_engines(folder, read_manifest(folder), trt_precision)
+    return str(folder)
+
+
+def backend_sources(ckpt: Path, cfg: BenchConfig, scratch: Path, step: Callable[[str], None]) -> dict[str, str]:
+    """The source each backend runs: the checkpoint, or one export folder with every graph, AOTInductor package
+    and TensorRT engine the backends need, made in a child process whatever the order of the backends (a build
+    in the parent would hold its GPU memory through every measurement)."""
+    exported = [b for b in cfg.backends if b in EXPORTED]
+    sources = {b: str(ckpt) for b in cfg.backends if b not in EXPORTED}
+    if exported:
+        step(f"generator: exporting {ckpt.name}" + (" and building TensorRT engines" if "tensorrt" in exported else ""))
+        precisions = ("fp32",) if cfg.precision == "fp32" else ("fp32", cfg.precision)
+        folder, _ = run_in_child(_export_for, imports=("torch",), ckpt=str(ckpt), out=str(scratch / f"export-{ckpt.stem}"),
+                                 precisions=precisions, aoti_device=cfg.device if "aoti" in exported else None,
+                                 trt_precision=cfg.precision if "tensorrt" in exported else None)
+        sources.update({b: folder for b in exported})
+    return sources
+
+
 def generator_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="nerv-bench-") as scratch:
         for res in cfg.resolutions:
             ckpt = Path(cfg.generator_source) if cfg.generator_source else random_checkpoint(cfg.preset, res, Path(scratch))
-            sources = {}
+            sources = backend_sources(ckpt, cfg, Path(scratch), step)
             for backend in cfg.backends:
-                if backend in ("onnxruntime", "tensorrt") and "export" not in sources:
-                    from ..export.onnx_export import export
-
-                    step(f"generator: exporting {ckpt.name} to ONNX")
-                    sources["export"] = str(export(ckpt, Path(scratch) / f"export-{res}"))
-                    if backend == "tensorrt":
-                        from ..export.trt_build import build_engines
-                        from ..runtime.sources import read_manifest
-
-                        folder = Path(sources["export"])
-                        build_engines(folder, read_manifest(folder), cfg.precision if cfg.precision != "fp32" else "fp32")
-                source = sources["export"] if backend in ("onnxruntime", "tensorrt") else str(ckpt)
                 for name, sampler, steps in cfg.protocols:
                     step(f"generator {backend} {name} ({sampler} {steps}) {cfg.frames}x{res}^2")
-                    result, rss = run_in_child(cases.generation, imports=("torch",), source=source, backend=backend,
-                                               device=cfg.device, precision=cfg.precision, frames=cfg.frames,
-                                               steps=steps, sampler=sampler, guidance=cfg.guidance,
+                    result, rss = run_in_child(cases.generation, imports=("torch",), source=sources[backend],
+                                               backend=backend, device=cfg.device, precision=cfg.precision,
+                                               frames=cfg.frames, steps=steps, sampler=sampler, guidance=cfg.guidance,
                                                warmup=cfg.warmup, repeats=cfg.repeats, cuda_graph=cfg.cuda_graph)
                     rows.append({"model": f"NeRV-Diffusion-{cfg.preset}", "backend": result["backend"], "res": res,
-                                 "frames": cfg.frames, "protocol": name, "sampler": sampler, "steps": steps,
-                                 "guidance": cfg.guidance, "latency_s": summarize(result["times"]),
-                                 "per_step_ms": 1000 * float(np.median(result["times"])) / steps,
+                                 "precision": result["precision"], "frames": cfg.frames, "protocol": name,
+                                 "sampler": sampler, "steps": steps, "guidance": cfg.guidance,
+                                 "latency_s": summarize(result["times"]), "sample_s": summarize(result["sample_times"]),
+                                 "decode_s": summarize(result["decode_times"]),
+                                 "per_step_ms": 1000 * float(np.median(result["sample_times"])) / steps,
                                  "memory": _memory(result, rss, cfg.device)})
     return rows
 
@@ -213,7 +239,7 @@ def generator_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]
 def machine_info(cfg: BenchConfig) -> dict:
     import torch
 
-    info = {"device": cfg.device, "cpu": _cpu_name(), "cpu_cores": __import__("os").cpu_count(),
+    info = {"device": cfg.device, "cpu": cpu_name(), "cpu_cores": __import__("os").cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
     if cfg.device == "cuda":
@@ -227,14 +253,3 @@ def machine_info(cfg: BenchConfig) -> dict:
             pass
     info["device_name"] = info.get("gpu", info["cpu"])
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"

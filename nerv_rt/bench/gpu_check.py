@@ -1,0 +1,442 @@
+"""The prepared GPU check: every GPU row of the paper's table in one run of `scripts/gpu_check.sh`.
+
+Steps, in order, each in a child process with a time box (a step that hangs or crashes is recorded, the next
+one runs); results.json / results.md are rewritten after every step, so what finished survives a cut-off:
+
+  env        GPU, driver, CUDA, torch, TensorRT and ONNX Runtime's providers
+  pytest     every test marked `gpu` (tests/test_gpu.py, the TensorRT build test)
+  decoder    NeRV-L against SD-VAE, bf16, 16 frames at 128^2 and 256^2, eager and CUDA-graphed; latency by CUDA
+             events, memory as the allocator's peak and NVML's per-process peak
+  generator  NeRV-Diffusion-L (random init): paper protocol (DDPM 250, CFG 2) and DDIM 50, eager and the whole-loop
+             CUDA graph, sampling and decoding timed apart, per step against one bare DiT forward at the CFG batch
+  graph      whole-loop CUDA graph speed-up over eager per sampler step, presets S and L
+  memory     16 against 128 frames at 256^2 through `Pipeline.render` (chunked), preset L
+
+`--dry-run` runs the same sequence on the CPU at tiny size (the test suite runs it, so it cannot rot between GPU
+windows). Targets below are the issue's; the paper's A6000 figures stand in their own column.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..formats import atomic_write_text
+from . import cases
+from .memory import run_in_child
+from .suites import PAPER_A6000, SD_VAE_LABEL, nerv_gmacs, sd_vae_gmacs, summarize
+
+STEPS = ("env", "pytest", "decoder", "generator", "graph", "memory")
+TIME_BOX_S = {"env": 30, "pytest": 120, "decoder": 75, "generator": 120, "graph": 60, "memory": 45}  # 7.5 min
+ROOT = Path(__file__).resolve().parents[2]
+PAPER_DECODER_RATIO = {128: 0.032 / 0.048, 256: 0.133 / 0.260}
+TARGETS = {"decoder latency NeRV-L / SD-VAE at 128^2": ("<=", 0.45), "decoder latency NeRV-L / SD-VAE at 256^2": ("<=", 0.30),
+           "decoder memory NeRV-L / SD-VAE at 256^2": ("<=", 0.35),
+           "full generation, L, 16 frames at 128^2, DDPM 250 + CFG (s)": ("<=", 1.0),
+           "whole-loop graph speed-up per step, S": (">=", 3.0),
+           "captured step / bare DiT forward, L at 128^2": ("<=", 1.2)}
+PAPER_FOR_TARGET = {"decoder latency NeRV-L / SD-VAE at 128^2": "0.67", "decoder latency NeRV-L / SD-VAE at 256^2": "0.51",
+                    "decoder memory NeRV-L / SD-VAE at 256^2": "0.60",
+                    "full generation, L, 16 frames at 128^2, DDPM 250 + CFG (s)": "6.8"}
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    device: str = "cuda"
+    precision: str = "bf16"
+    decoder_preset: str = "L"
+    graph_presets: tuple[str, ...] = ("S", "L")
+    resolutions: tuple[int, ...] = (128, 256)
+    frames: int = 16
+    protocols: tuple[tuple[str, str, int], ...] = (("paper", "ddpm", 250), ("fast", "ddim", 50))
+    warmup: int = 2
+    repeats: int = 5
+    quick_sd_vae: bool = False
+    memory_frames: tuple[int, int] = (16, 128)
+    dry_run: bool = False
+    time_box_s: dict[str, float] = field(default_factory=lambda: dict(TIME_BOX_S))
+
+    @classmethod
+    def dry(cls) -> CheckConfig:
+        """The same sequence on the CPU at tiny size, in about a minute."""
+        return cls(device="cpu", precision="fp32", decoder_preset="tiny", graph_presets=("tiny",), resolutions=(128,),
+                   frames=4, protocols=(("paper", "ddpm", 6), ("fast", "ddim", 3)), warmup=1, repeats=1,
+                   quick_sd_vae=True, memory_frames=(4, 16), dry_run=True)
+
+    @property
+    def graph(self) -> bool:
+        return self.device == "cuda"  # CUDA graphs need a GPU; the dry run measures the eager rows only
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps (module level: each runs in a spawned child)
+# ---------------------------------------------------------------------------------------------
+
+def step_env(cfg: CheckConfig) -> dict[str, Any]:
+    import torch
+
+    from ..export.trt_build import tensorrt_available
+    from ..machine import cpu_name
+
+    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_name(),
+                           "cuda_available": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(gpu=p.name, compute_capability=f"{p.major}.{p.minor}", gpu_memory_gb=round(p.total_memory / 2**30, 1),
+                   cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), multiprocessors=p.multi_processor_count)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            env["driver"] = pynvml.nvmlSystemGetDriverVersion()
+            pynvml.nvmlShutdown()
+        except Exception as e:  # NVML missing or refused: say so, keep going
+            env["driver"] = f"unknown ({type(e).__name__})"
+    if tensorrt_available():
+        import tensorrt
+
+        env["tensorrt"] = tensorrt.__version__
+    import onnxruntime
+
+    env["onnxruntime"] = onnxruntime.__version__
+    env["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    return env
+
+
+def step_pytest(cfg: CheckConfig) -> dict[str, Any]:
+    """`pytest -m gpu` in a subprocess; counts from its summary line, names of what failed."""
+    res = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider",
+                          str(ROOT / "tests")], capture_output=True, text=True, cwd=ROOT)
+    lines = res.stdout.strip().splitlines()
+    summary = lines[-1] if lines else res.stderr.strip()[-300:]
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}
+    failures = [ln.split(" ", 1)[1] for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    return {"exit_code": res.returncode, "summary": summary, **counts, "failures": failures}
+
+
+def _decoder_case(model: str, res: int, cfg: CheckConfig, cuda_graph: bool) -> dict[str, Any]:
+    common = dict(res=res, frames=cfg.frames, device=cfg.device, precision=cfg.precision, warmup=cfg.warmup,
+                  repeats=cfg.repeats, cuda_graph=cuda_graph)
+    if model == SD_VAE_LABEL:
+        r = cases.sd_vae_decoder(quick=cfg.quick_sd_vae, **common)
+        gmacs = sd_vae_gmacs(res, cfg.frames, cfg.quick_sd_vae)
+    else:
+        r = cases.nerv_decoder(cfg.decoder_preset, **common)
+        gmacs = nerv_gmacs(cfg.decoder_preset, res, cfg.frames)
+    return {"model": model, "res": res, "backend": "cuda-graph" if cuda_graph else "eager", "gmacs": gmacs,
+            "latency_s": summarize(r.pop("times")), "memory_mb": r}
+
+
+def step_decoder(cfg: CheckConfig) -> dict[str, Any]:
+    rows = [_decoder_case(model, res, cfg, graph)
+            for res in cfg.resolutions for graph in ((False, True) if cfg.graph else (False,))
+            for model in (SD_VAE_LABEL, f"NeRV-VAE-{cfg.decoder_preset}")]
+    return {"rows": rows}
+
+
+def random_pipeline(preset_name: str, res: int, backend: str, cfg: CheckConfig):
+    """A random-init preset built on the device (no checkpoint file: L is 3 GB in fp32): latency and memory do not
+    depend on trained weights."""
+    import torch
+
+    from ..engines.torch_backend import TorchBackend
+    from ..models.dit import ImplicitDiT
+    from ..models.graphs import DecoderGraph, DiTGraph
+    from ..models.nerv import NeRVDecoder
+    from ..models.presets import preset
+    from ..runtime.pipeline import Pipeline
+    from ..runtime.sources import ModelSource
+
+    config = preset(preset_name, res)
+    torch.manual_seed(0)
+    with torch.device(cfg.device):
+        graphs = {"dit": DiTGraph(ImplicitDiT(config)).eval(), "decoder": DecoderGraph(NeRVDecoder(config)).eval()}
+    source = ModelSource(f"random {preset_name}", Path(f"random-{preset_name}-{res}"), config)
+    be = TorchBackend(source, cfg.device, cfg.precision, capture=backend == "torch-cudagraph", graphs=graphs)
+    return Pipeline.from_backend(source, be)
+
+
+def _generation(pipe, frames: int, steps: int, sampler: str, cfg: CheckConfig) -> dict[str, Any]:
+    """Sampling and decoding of one video timed apart (after a device sync each), memory as in `cases.measured`."""
+    parts: dict[str, list[float]] = {"sample": [], "decode": []}
+
+    def run():
+        t0 = time.perf_counter()
+        tokens = pipe.sample_tokens(steps=steps, sampler=sampler, guidance=2.0, seed=0)
+        pipe.synchronize()
+        t1 = time.perf_counter()
+        pipe.decode(tokens, frames)
+        pipe.synchronize()
+        parts["sample"].append(t1 - t0)
+        parts["decode"].append(time.perf_counter() - t1)
+
+    r = cases.measured(run, cfg.device, cfg.warmup, cfg.repeats)
+    sample, decode = parts["sample"][cfg.warmup:], parts["decode"][cfg.warmup:]
+    return {"latency_s": summarize(r.pop("times")), "sample_s": summarize(sample), "decode_s": summarize(decode),
+            "per_step_ms": 1000 * float(np.median(sample)) / steps, "memory_mb": r}
+
+
+def step_generator(cfg: CheckConfig) -> dict[str, Any]:
+    rows, bare = [], {}
+    preset_name = cfg.graph_presets[-1]
+    for res in cfg.resolutions:
+        r = cases.dit_forward(preset_name, res, cfg.device, cfg.precision, cfg.warmup, 20 * cfg.repeats)
+        bare[res] = 1000 * float(np.median(r["times"]))
+        for backend in ("torch", "torch-cudagraph") if cfg.graph else ("torch",):
+            pipe = random_pipeline(preset_name, res, backend, cfg)
+            for name, sampler, steps in cfg.protocols:
+                row = _generation(pipe, cfg.frames, steps, sampler, cfg)
+                rows.append({"model": f"NeRV-Diffusion-{preset_name}", "backend": backend, "res": res, "protocol": name,
+                             "sampler": sampler, "steps": steps, **row})
+            del pipe
+    return {"rows": rows, "bare_dit_forward_ms": bare}
+
+
+def step_graph(cfg: CheckConfig) -> dict[str, Any]:
+    """Per sampler step, DDIM 50 with CFG at 128^2: eager against the whole-loop CUDA graph."""
+    rows = []
+    _, sampler, steps = cfg.protocols[-1]
+    for preset_name in cfg.graph_presets:
+        per_step = {}
+        for backend in ("torch", "torch-cudagraph") if cfg.graph else ("torch",):
+            pipe = random_pipeline(preset_name, cfg.resolutions[0], backend, cfg)
+            per_step[backend] = _generation(pipe, cfg.frames, steps, sampler, cfg)["per_step_ms"]
+            del pipe
+        speedup = per_step["torch"] / per_step["torch-cudagraph"] if "torch-cudagraph" in per_step else None
+        rows.append({"preset": preset_name, "per_step_ms": per_step, "speedup": speedup})
+    return {"rows": rows}
+
+
+def _render(pipe, frames: int, out: str, cfg: CheckConfig) -> dict[str, Any]:
+    tokens = pipe.sample_tokens(steps=2, seed=0)
+    return cases.measured(lambda: pipe.render(tokens, out, frames=frames, chunk=16), cfg.device, 0, 1)
+
+
+def step_memory(cfg: CheckConfig) -> dict[str, Any]:
+    """Rendering 16 and then 128 frames at 256^2 into PNG folders, 16 frames per decoder call."""
+    import tempfile
+
+    res = cfg.resolutions[-1]
+    pipe = random_pipeline(cfg.decoder_preset, res, "torch", cfg)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nerv-gpu-check-") as tmp:
+        for frames in cfg.memory_frames:
+            r = _render(pipe, frames, str(Path(tmp) / f"f{frames}"), cfg)
+            rows.append({"frames": frames, "res": res, "latency_s": summarize(r.pop("times")), "memory_mb": r})
+    return {"rows": rows}
+
+
+STEP_FUNCTIONS = {"env": step_env, "pytest": step_pytest, "decoder": step_decoder, "generator": step_generator,
+                  "graph": step_graph, "memory": step_memory}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running, targets, report
+# ---------------------------------------------------------------------------------------------
+
+def run_check(cfg: CheckConfig, out: Path, skip: tuple[str, ...] = (), say=print) -> dict[str, Any]:
+    doc: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg), "steps": {},
+                           "paper_a6000": PAPER_A6000}
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    for name in STEPS:
+        if name in skip:
+            doc["steps"][name] = {"status": "skipped"}
+            continue
+        say(f"[{time.perf_counter() - t_all:5.0f} s] {name} (time box {cfg.time_box_s[name]:g} s)")
+        t0 = time.perf_counter()
+        try:
+            result, _ = run_in_child(STEP_FUNCTIONS[name], imports=("torch",), timeout=cfg.time_box_s[name], cfg=cfg)
+            entry = {"status": "ok", "result": result}
+        except TimeoutError as e:
+            entry = {"status": "timeout", "error": str(e)}
+        except RuntimeError as e:
+            entry = {"status": "error", "error": str(e)[-2000:]}
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        doc["steps"][name] = entry
+        doc["targets"] = targets(doc)
+        doc["total_seconds"] = round(time.perf_counter() - t_all, 1)
+        write(doc, out)
+    return doc
+
+
+def _ok(doc: dict, step: str) -> dict | None:
+    entry = doc["steps"].get(step, {})
+    return entry.get("result") if entry.get("status") == "ok" else None
+
+
+def measured_figures(doc: dict[str, Any]) -> dict[str, float]:
+    """The targets' figures, from whatever steps finished."""
+    figures: dict[str, float] = {}
+    decoder = _ok(doc, "decoder")
+    if decoder:
+        best: dict[tuple[bool, int], dict] = {}  # per (is NeRV, res): the faster of eager / CUDA graph
+        for r in decoder["rows"]:
+            k = (not r["model"].startswith("SD-VAE"), r["res"])
+            if k not in best or r["latency_s"]["median"] < best[k]["latency_s"]["median"]:
+                best[k] = r
+        for res in (128, 256):
+            if (True, res) in best and (False, res) in best:
+                nerv, sd = best[(True, res)], best[(False, res)]
+                figures[f"decoder latency NeRV-L / SD-VAE at {res}^2"] = nerv["latency_s"]["median"] / sd["latency_s"]["median"]
+                if res == 256:
+                    mem = lambda r: r["memory_mb"].get("nvml_process_peak_mb", r["memory_mb"].get("allocator_peak_mb"))  # noqa: E731
+                    if mem(nerv) and mem(sd):
+                        figures["decoder memory NeRV-L / SD-VAE at 256^2"] = mem(nerv) / mem(sd)
+    gen = _ok(doc, "generator")
+    if gen:
+        paper = [r for r in gen["rows"] if r["res"] == 128 and r["protocol"] == "paper"]
+        if paper:
+            figures["full generation, L, 16 frames at 128^2, DDPM 250 + CFG (s)"] = min(r["latency_s"]["median"] for r in paper)
+        captured = [r for r in gen["rows"] if r["res"] == 128 and r["backend"] == "torch-cudagraph" and r["protocol"] == "fast"]
+        if captured and 128 in {int(k) for k in gen["bare_dit_forward_ms"]}:
+            bare = gen["bare_dit_forward_ms"].get(128, gen["bare_dit_forward_ms"].get("128"))
+            figures["captured step / bare DiT forward, L at 128^2"] = captured[0]["per_step_ms"] / bare
+    graph = _ok(doc, "graph")
+    if graph:
+        for r in graph["rows"]:
+            if r["preset"] == "S" and r["speedup"]:
+                figures["whole-loop graph speed-up per step, S"] = r["speedup"]
+    return figures
+
+
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    if doc["config"]["dry_run"]:
+        return out  # tiny models on a CPU: nothing to hold against the paper's targets
+    for name, value in measured_figures(doc).items():
+        op, bound = TARGETS[name]
+        out.append({"target": f"{name} {op} {bound}", "value": value, "met": value <= bound if op == "<=" else value >= bound,
+                    "paper_a6000": PAPER_FOR_TARGET.get(name, "")})
+    return out
+
+
+def gpu_slug(doc: dict[str, Any]) -> str:
+    env = _ok(doc, "env") or {}
+    name = env.get("gpu") or f"cpu-{env.get('cpu', 'unknown')}"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def write(doc: dict[str, Any], out: Path) -> None:
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=2, default=str) + "\n")
+    atomic_write_text(out / "results.md", render_markdown(doc))
+
+
+def _gb(r: dict, key: str) -> str:
+    v = r["memory_mb"].get(key)
+    return "" if v is None else f"{v / 1024:.2f}"
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    c, env = doc["config"], _ok(doc, "env") or {}
+    where = env.get("gpu") or env.get("cpu", "unknown machine")
+    lines = [f"# nerv-rt GPU check: {where}" + (" (DRY RUN on CPU, tiny models)" if c["dry_run"] else ""), "",
+             f"{doc['created']} | {c['device']} | {c['precision']} | torch {env.get('torch', '?')} | CUDA {env.get('cuda', '-')} | "
+             f"driver {env.get('driver', '-')} | TensorRT {env.get('tensorrt', 'not installed')} | {c['repeats']} timed runs "
+             f"after {c['warmup']} warm-up (median) | total {doc.get('total_seconds', 0):.0f} s", "",
+             "Paper figures are the paper's (NeRV-Diffusion, ICLR 2026, A6000, bf16, batch 1), not measurements of this run.",
+             "", "| step | status | seconds |", "|---|---|---|"]
+    lines += [f"| {k} | {v['status']} | {v.get('seconds', '')} |" for k, v in doc["steps"].items()]
+    pytest_result = _ok(doc, "pytest")
+    if pytest_result:
+        lines += ["", f"pytest -m gpu: {pytest_result['summary']}"] + [f"- FAILED {f}" for f in pytest_result["failures"]]
+    decoder = _ok(doc, "decoder")
+    if decoder:
+        lines += ["", f"## Decoder: one {c['frames']}-frame video", "",
+                  "| model | res | backend | GMACs | latency median (s) | allocator peak (GB) | NVML process peak (GB) | "
+                  "paper A6000 latency (s) | paper VRAM (GB) |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in decoder["rows"]:
+            key = "SD-VAE" if r["model"].startswith("SD-VAE") else "NeRV-VAE-L"
+            p_lat = PAPER_A6000["decoder_latency_s"][key].get(r["res"], "")
+            p_mem = PAPER_A6000["decoder_vram_gb_256"][key] if r["res"] == 256 else ""
+            lines.append(f"| {r['model']} | {r['res']} | {r['backend']} | {r['gmacs']:.0f} | {r['latency_s']['median']:.4f} | "
+                         f"{_gb(r, 'allocator_peak_mb')} | {_gb(r, 'nvml_process_peak_mb')} | {p_lat} | {p_mem} |")
+    gen = _ok(doc, "generator")
+    if gen:
+        lines += ["", f"## Generator: sampling + decoding one {c['frames']}-frame video", "",
+                  "| model | backend | res | protocol | latency (s) | sampling (s) | decoding (s) | per step (ms) | "
+                  "allocator peak (GB) | NVML process peak (GB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in gen["rows"]:
+            lines.append(f"| {r['model']} | {r['backend']} | {r['res']} | {r['protocol']} ({r['sampler']} {r['steps']}, CFG 2) | "
+                         f"{r['latency_s']['median']:.3f} | {r['sample_s']['median']:.3f} | {r['decode_s']['median']:.3f} | "
+                         f"{r['per_step_ms']:.2f} | {_gb(r, 'allocator_peak_mb')} | {_gb(r, 'nvml_process_peak_mb')} |")
+        lines.append("")
+        lines.append("Bare DiT forward at the CFG batch (eager): " + ", ".join(
+            f"{ms:.2f} ms at {res}^2" for res, ms in gen["bare_dit_forward_ms"].items()) +
+            f". Paper (A6000): NeRV-Diffusion-L {PAPER_A6000['generator_latency_s']['NeRV-Diffusion-L'][128]} s / "
+            f"{PAPER_A6000['generator_latency_s']['NeRV-Diffusion-L'][256]} s at 128^2 / 256^2.")
+    graph = _ok(doc, "graph")
+    if graph:
+        lines += ["", "## Whole-loop CUDA graph (DDIM 50, CFG, per sampler step)", "", "| preset | eager (ms) | graph (ms) | speed-up |",
+                  "|---|---|---|---|"]
+        for r in graph["rows"]:
+            g, speedup = r["per_step_ms"].get("torch-cudagraph"), r["speedup"]
+            graphed = "" if g is None else f"{g:.2f}"
+            times = "" if speedup is None else f"{speedup:.2f}x"
+            lines.append(f"| {r['preset']} | {r['per_step_ms']['torch']:.2f} | {graphed} | {times} |")
+    memory = _ok(doc, "memory")
+    if memory:
+        lines += ["", "## Memory of long videos (render, 16 frames per decoder call)", "",
+                  "| frames | res | latency (s) | allocator peak (GB) | NVML process peak (GB) |", "|---|---|---|---|---|"]
+        for r in memory["rows"]:
+            lines.append(f"| {r['frames']} | {r['res']} | {r['latency_s']['median']:.3f} | {_gb(r, 'allocator_peak_mb')} | "
+                         f"{_gb(r, 'nvml_process_peak_mb')} |")
+    if doc.get("targets"):
+        lines += ["", "## Targets", "", "| target | measured | paper (A6000) | met |", "|---|---|---|---|"]
+        for t in doc["targets"]:
+            lines.append(f"| {t['target']} | {t['value']:.3f} | {t['paper_a6000']} | {'met' if t['met'] else 'MISSED'} |")
+    for name, entry in doc["steps"].items():
+        if entry["status"] in ("error", "timeout"):
+            lines += ["", f"{name}: {entry['status']}: {entry['error'].strip().splitlines()[-1] if entry['error'] else ''}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/gpu_check.sh", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, help="results folder (default: bench/results/<gpu-slug>/)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="steps to leave out")
+    ap.add_argument("--dry-run", action="store_true", help="the same sequence on the CPU at tiny size")
+    args = ap.parse_args(argv)
+    cfg = CheckConfig.dry() if args.dry_run else CheckConfig()
+    if not args.dry_run:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: no CUDA GPU visible to torch; use --dry-run on a CPU machine", file=sys.stderr)
+            return 2
+    if args.out is not None:
+        out = args.out
+    elif args.dry_run:  # not into the source tree: a dry run's figures are no results
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="nerv-rt-gpu-check-dry-"))
+    else:
+        out = ROOT / "bench" / "results" / "gpu-check-pending"
+    doc = run_check(cfg, out, tuple(args.skip), say=lambda s: print(s, flush=True))
+    if args.out is None and not args.dry_run:  # name the folder after the GPU it ran on
+        final = ROOT / "bench" / "results" / gpu_slug(doc)
+        if final.exists():
+            import shutil
+
+            shutil.rmtree(final)
+        os.replace(out, final)
+        out = final
+    print((out / "results.md").read_text())
+    print(f"results: {out}")
+    failed = [k for k, v in doc["steps"].items() if v["status"] in ("error", "timeout")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""scripts/gpu_check.sh cannot rot between GPU windows: its dry run (the same steps on the CPU at tiny size) runs
+here, and the target arithmetic is checked on made-up figures."""
+import json
+import subprocess
+import time
+
+from nerv_rt.bench.gpu_check import STEPS, TARGETS, targets
+from tests.test_cli import ROOT
+
+
+def test_dry_run_runs_every_step(tmp_path):
+    t0 = time.perf_counter()
+    res = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert time.perf_counter() - t0 < 90 * 2  # the issue's 90 s, with room for a loaded CI machine
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert {k: v["status"] for k, v in doc["steps"].items()} == dict.fromkeys(STEPS, "ok")
+    steps = {k: v["result"] for k, v in doc["steps"].items()}
+    assert steps["env"]["cuda_available"] is False and "onnxruntime_providers" in steps["env"]
+    assert steps["pytest"]["exit_code"] in (0, 5) and steps["pytest"].get("failed", 0) == 0
+    assert {r["model"] for r in steps["decoder"]["rows"]} == {"SD-VAE", "NeRV-VAE-tiny"}
+    assert {r["protocol"] for r in steps["generator"]["rows"]} == {"paper", "fast"}
+    assert all(r["sample_s"]["median"] > 0 and r["decode_s"]["median"] > 0 for r in steps["generator"]["rows"])
+    assert [r["frames"] for r in steps["memory"]["rows"]] == [4, 16]
+    assert doc["targets"] == []  # a dry run is held to no paper target
+    md = (tmp_path / "results.md").read_text()
+    assert "DRY RUN" in md and "## Decoder" in md and "## Whole-loop CUDA graph" in md
+
+
+def test_skip_leaves_steps_out(tmp_path):
+    res = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path), "--skip", "pytest",
+                          "decoder", "generator", "graph", "memory"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["steps"]["env"]["status"] == "ok" and doc["steps"]["memory"] == {"status": "skipped"}
+
+
+def _doc(decoder_nerv: float, full_gen: float, graph_s: float) -> dict:
+    row = lambda model, res, lat, mem: {"model": model, "res": res, "backend": "cuda-graph", "latency_s": {"median": lat},  # noqa: E731
+                                        "memory_mb": {"allocator_peak_mb": mem, "nvml_process_peak_mb": mem}}
+    ok = lambda result: {"status": "ok", "result": result}  # noqa: E731
+    gen_rows = [{"res": 128, "protocol": "paper", "backend": "torch-cudagraph", "latency_s": {"median": full_gen},
+                 "per_step_ms": 1.0},
+                {"res": 128, "protocol": "fast", "backend": "torch-cudagraph", "latency_s": {"median": 0.1}, "per_step_ms": 1.1}]
+    return {"config": {"dry_run": False}, "steps": {
+        "decoder": ok({"rows": [row("SD-VAE", 128, 0.02, 100), row("NeRV-VAE-L", 128, 0.02 * decoder_nerv, 30),
+                                row("SD-VAE", 256, 0.1, 1000), row("NeRV-VAE-L", 256, 0.02, 300)]}),
+        "generator": ok({"rows": gen_rows, "bare_dit_forward_ms": {128: 1.0}}),
+        "graph": ok({"rows": [{"preset": "S", "per_step_ms": {"torch": graph_s, "torch-cudagraph": 1.0}, "speedup": graph_s}]})}}
+
+
+def test_targets_met_and_missed():
+    good = {t["target"]: t["met"] for t in targets(_doc(0.4, 0.9, 3.5))}
+    assert len(good) == len(TARGETS) and all(good.values()), good
+    bad = {t["target"].rsplit(" ", 2)[0]: t for t in targets(_doc(0.5, 1.5, 2.0))}
+    assert not bad["decoder latency NeRV-L / SD-VAE at 128^2"]["met"]
+    assert not bad["full generation, L, 16 frames at 128^2, DDPM 250 + CFG (s)"]["met"]
+    assert not bad["whole-loop graph speed-up per step, S"]["met"]
+    assert bad["decoder memory NeRV-L / SD-VAE at 256^2"]["value"] == 0.3 and bad["decoder memory NeRV-L / SD-VAE at 256^2"]["met"]
