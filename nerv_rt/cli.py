@@ -1,11 +1,13 @@
 """`nerv-rt` command line: thin typer commands over the Python API.
 
 Every user-fixable problem is a NervError; the group below prints it as one line on stderr and
-exits with code 2 (no traceback).
+exits with code 2 (no traceback). Bad option values (click's usage errors) get the same one line.
 """
 from __future__ import annotations
 
 import json
+import math
+import sys
 import time
 from pathlib import Path
 
@@ -13,26 +15,42 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import EXTRA_OF, NervError, missing_extra
+from .errors import NervError, missing_extra, module_extra, require
 from .models.presets import PRESETS
+
+# typer vendors click (>= 0.20) or depends on it (older); its BadParameter is a click UsageError either way.
+_UsageError = typer.BadParameter.__mro__[1]
+
+
+def _one_line(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 class _Group(typer.core.TyperGroup):
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False  # errors come back here instead of click's multi-line usage report
+        try:
+            code = super().main(*args, **kwargs)
+        except _UsageError as e:
+            _one_line(f"{e.format_message()} (see --help)", e.exit_code)
+        except typer.Abort:
+            _one_line("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except NervError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        except ModuleNotFoundError as e:  # an optional extra this command needs
-            if (e.name or "").split(".")[0] not in EXTRA_OF:
+            _one_line(str(e), 2)
+        except ModuleNotFoundError as e:  # an optional extra (or torch) this command needs
+            if module_extra(e.name or "") is None:
                 raise
-            typer.echo(f"error: {missing_extra(e.name)}", err=True)
-            raise typer.Exit(2) from None
+            _one_line(str(missing_extra(e.name)), 2)
 
 
 def _typer(help: str) -> typer.Typer:
-    return typer.Typer(cls=_Group, help=help, no_args_is_help=True, add_completion=False,
+    return typer.Typer(cls=_Group, help=help, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                        pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
 
 
@@ -44,6 +62,23 @@ def _fail(msg: str) -> None:
     raise NervError(msg)
 
 
+def _number(lo: float, hi: float, lo_open: bool = False):
+    """An option callback: the value must be a finite number in [lo, hi] ((lo, hi] with lo_open); nan and
+    inf are refused like any other value out of range."""
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and (lo < value if lo_open else lo <= value) and value <= hi):
+            raise typer.BadParameter(f"must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value}")
+        return value
+    return check
+
+
+def _progress():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
 # --------------------------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------------------------
@@ -52,45 +87,55 @@ def _fail(msg: str) -> None:
 def info(
     path: str | None = typer.Argument(None, help="'default', a checkpoint (.pt or folder) or an export folder to describe."),
     preset: str = typer.Option("L", "--preset", "-p", help=f"Preset to describe when no PATH: {', '.join(PRESETS)}."),
-    res: int | None = typer.Option(None, "--res", "-r", help="Resolution (preset: 128 or 256, default 128; PATH: one it holds)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    res: int | None = typer.Option(None, "--res", "-r", help="Resolution (preset: 128 or 256, default 128; PATH: one "
+                                   "it holds, default all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (an object per model; a list for several)."),
 ) -> None:
-    """Tokens, parameters per module and MACs (decoder per 16-frame video, DiT per forward)."""
-    from .models.presets import preset as make_preset
-    from .models.stats import describe
-
-    if path is not None:
-        cfg = _model_config(path, res)
-    else:
-        try:
-            cfg = make_preset(preset, res or 128)
-        except ValueError as e:
-            _fail(str(e))
-    d = describe(cfg)
+    """Tokens, parameters per module and MACs (decoder per 16-frame video, DiT per forward). Export folders
+    (and the default model) carry these in their manifest: no torch needed."""
+    rows = _source_stats(path, res) if path is not None else [_preset_stats(preset, res or 128)]
     if as_json:
-        typer.echo(json.dumps(d))
+        typer.echo(json.dumps(rows[0] if len(rows) == 1 else rows))
         return
-    table = Table(title=f"{d['preset']} @ {d['res']}^2")
+    table = Table(title=path or f"preset {preset}")
     table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("tokens x dim", f"{d['tokens']} x {d['token_dim']}")
-    for k, v in d["params"].items():
-        table.add_row(f"params {k}", f"{v / 1e6:.2f} M")
-    table.add_row("decoder MACs / 16-frame video", f"{d['macs']['decoder_16f'] / 1e9:.1f} G")
-    table.add_row("DiT MACs / forward (batch 1)", f"{d['macs']['dit_step'] / 1e9:.2f} G")
+    for d in rows:
+        table.add_column(f"{d['preset']} @ {d['res']}^2", justify="right")
+    table.add_row("tokens x dim", *(f"{d['tokens']} x {d['token_dim']}" for d in rows))
+    for k in rows[0]["params"]:
+        table.add_row(f"params {k}", *(f"{d['params'][k] / 1e6:.2f} M" for d in rows))
+    table.add_row("decoder MACs / 16-frame video", *(f"{d['macs']['decoder_16f'] / 1e9:.1f} G" for d in rows))
+    table.add_row("DiT MACs / forward (batch 1)", *(f"{d['macs']['dit_step'] / 1e9:.2f} G" for d in rows))
     Console().print(table)
 
 
-def _model_config(source: str, res: int | None):
-    """The config of one model of `source`; --res picks among several resolutions."""
+def _preset_stats(name: str, res: int) -> dict:
+    from .models.presets import preset as make_preset
+    from .models.stats import describe  # torch (meta device)
+
+    try:
+        return describe(make_preset(name, res))
+    except ValueError as e:
+        raise NervError(str(e)) from None
+
+
+def _source_stats(source: str, res: int | None) -> list[dict]:
     from .runtime.sources import resolve
 
-    models = {m.config.res: m.config for m in resolve(source)}
-    if res is None and len(models) == 1:
-        return next(iter(models.values()))
-    if res not in models:
-        _fail(f"{source} holds resolutions {', '.join(map(str, sorted(models)))}; pick one with --res")
-    return models[res]
+    models = resolve(source)
+    if res is not None:
+        models = [m for m in models if m.config.res == res]
+        if not models:
+            _fail(f"{source} holds resolutions {', '.join(str(m.config.res) for m in resolve(source))}, not {res}")
+    out = []
+    for m in models:
+        if m.has_graphs and "stats" in m.manifest:
+            out.append(m.manifest["stats"])
+        else:
+            from .models.stats import describe  # torch (meta device)
+
+            out.append(describe(m.config))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,14 +146,18 @@ def _model_config(source: str, res: int | None):
 def export(
     ckpt: str = typer.Argument(..., help="Checkpoint .pt, save_pretrained folder, or 'default' (the embedded model)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: engines/<name>/)."),
-    opset: int = typer.Option(18, help="ONNX opset (TensorRT 10 parses 9-20)."),
-    max_frames: int = typer.Option(64, help="Most frames per decoder call (TensorRT profile; longer videos are chunked)."),
+    opset: int = typer.Option(18, help="ONNX opset of the fp32 / fp16 graphs (bf16 graphs use 22)."),
+    max_frames: int = typer.Option(16, help="Most frames per decoder call (TensorRT profile; `generate --chunk` "
+                                   "above it is split into calls of this size)."),
     max_batch: int = typer.Option(4, help="Most videos per DiT call (the DiT profile goes to 2x for CFG)."),
-    trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines (needs a CUDA GPU and tensorrt)."),
-    precision: str = typer.Option("fp16", help="Engine precision with --trt: fp32, fp16 or bf16."),
+    precision: list[str] = typer.Option([], help="Also write precision-typed graphs (repeatable): fp16, bf16. "
+                                        "Each is validated against fp32 PyTorch (decoder >= 35 dB)."),
+    trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines, one per precision (needs a CUDA GPU "
+                             "and tensorrt)."),
 ) -> None:
     """Export a checkpoint to ONNX (dit, decoder, encoder) with a manifest; every graph is validated
     against PyTorch on ONNX Runtime and checked against TensorRT's operator list."""
+    require("torch", "safetensors", "onnx", "onnxscript", extra="export")
     from .export.onnx_export import export as run_export
 
     if trt:
@@ -116,10 +165,12 @@ def export(
 
         import_tensorrt()  # fail before exporting, not after
     with console.status("exporting") as status:
-        folder = run_export(ckpt, out, opset, max_frames, max_batch, step=lambda s: status.update(f"exporting {s}"))
+        folder = run_export(ckpt, out, opset, max_frames, max_batch, ("fp32", *precision),
+                            step=lambda s: status.update(f"exporting {s}"))
     _print_export_summary(folder)
     if trt:
-        build(folder, precision=precision, max_batch=None, max_frames=None, workspace=4.0)
+        for p in precision or ["fp32"]:
+            build(folder, precision=p, max_batch=None, max_frames=None, workspace=4.0)
     typer.echo(str(folder))
 
 
@@ -127,20 +178,23 @@ def _print_export_summary(folder: Path) -> None:
     from .runtime.sources import resolve
 
     for m in resolve(folder):
-        for name, g in m.manifest["graphs"].items():
-            v = g["validation"]
-            psnr = f", {v['psnr_db']:.1f} dB" if "psnr_db" in v else ""
-            trt_ops = "all TensorRT-supported" if not v["trt_unsupported_ops"] else f"NOT in TensorRT: {v['trt_unsupported_ops']}"
-            console.print(f"{m.config.res}/{name}.onnx: max |ORT - torch| {v['max_abs_err']:.2e}{psnr}; ops {trt_ops}")
+        for g in m.manifest["graphs"].values():
+            for entry in (g, *g.get("precisions", {}).values()):
+                v = entry["validation"]
+                psnr = f", {v['psnr_db']:.1f} dB" if "psnr_db" in v else ""
+                ops = "all TensorRT-supported" if not v["trt_unsupported_ops"] else f"NOT in TensorRT: {v['trt_unsupported_ops']}"
+                console.print(f"{m.config.res}/{entry['file']}: max |{v['parity_runtime']} - torch fp32| "
+                              f"{v['max_abs_err']:.2e}{psnr}; ops {ops}")
 
 
 @app.command()
 def build(
     folder: Path = typer.Argument(..., help="Export folder (from `nerv-rt export`)."),
-    precision: str = typer.Option("fp16", help="fp32, fp16 or bf16."),
+    precision: str = typer.Option("fp16", help="fp32, fp16 or bf16: the engines are built strongly typed from the "
+                                  "export's graphs of that precision (`nerv-rt export --precision`)."),
     max_batch: int | None = typer.Option(None, help="Most videos per DiT call (default: the export's)."),
     max_frames: int | None = typer.Option(None, help="Most frames per decoder call (default: the export's)."),
-    workspace: float = typer.Option(4.0, help="Builder workspace limit in GB."),
+    workspace: float = typer.Option(4.0, callback=_number(0, 1024, lo_open=True), help="Builder workspace limit in GB."),
 ) -> None:
     """Build TensorRT engines from an export folder. An engine is reused while its key (ONNX sha256,
     precision, profiles, TensorRT version, GPU and compute capability) is unchanged."""
@@ -148,7 +202,7 @@ def build(
     from .runtime.sources import resolve
 
     for m in resolve(folder):
-        if m.kind != "export":
+        if not m.has_graphs:
             _fail(f"{m.path}: not an export folder; run `nerv-rt export` first")
         build_engines(m.path, m.manifest, precision, max_batch, max_frames, workspace, step=lambda s: console.print(s))
 
@@ -160,48 +214,66 @@ def build(
 @app.command()
 def generate(
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
-    frames: int = typer.Option(16, "--frames", "-f", help="Frames per video (1-4096); more than the training clip interpolates."),
+    frames: int = typer.Option(16, "--frames", "-f", help="Frames per video (1-4096). The clip keeps the training "
+                               "clip's duration: more frames are a finer interpolation at a higher frame rate "
+                               "(see --fps)."),
     res: int | None = typer.Option(None, "--res", "-r", help="Resolution, one the model has (default: its smallest)."),
-    n: int = typer.Option(1, "--n", help="Number of videos."),
-    seed: int = typer.Option(0, help="Seed: the same seed gives the same video on every backend."),
+    n: int = typer.Option(1, "--n", help="Number of videos. Several go to <out stem>-0<ext>, -1, ... (clip-0.mp4, "
+                          "clip-1.mp4), sampled in batches and written one file at a time."),
+    seed: int = typer.Option(0, help="Seed: video i of a seed is the same on every backend and at any --n."),
     steps: int = typer.Option(50, help="Sampler steps (the paper's protocol: --sampler ddpm --steps 250)."),
     sampler: str = typer.Option("ddim", help="ddim or ddpm."),
-    guidance: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = off)."),
+    guidance: float = typer.Option(2.0, callback=_number(0, 50), help="Classifier-free guidance scale (1 = off)."),
     class_label: str | None = typer.Option(None, "--class", help="Class index or name, e.g. pan_left (default: random per video)."),
-    backend: str = typer.Option("auto", help="auto, torch, torch-cudagraph, onnxruntime or tensorrt."),
+    backend: str = typer.Option("auto", help="auto, torch, torch-cudagraph, onnxruntime, tensorrt or aoti."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs (default: whole loop on torch-cudagraph and tensorrt; off on onnxruntime)."),
+    precision: str = typer.Option("fp32", help="fp32, or fp16 / bf16 on CUDA (typed graphs for exported models)."),
+    cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs (default: whole "
+                                           "loop on torch-cudagraph, tensorrt and aoti; off on onnxruntime)."),
     chunk: int = typer.Option(16, help="Frames per decoder call: memory stays flat as --frames grows."),
-    fps: int = typer.Option(8, help="Frames per second of the written video."),
+    fps: float | None = typer.Option(None, callback=_number(0, 1000, lo_open=True), help="Frame rate of the written "
+                                     "video (default: the training clips' rate x frames / clip length, so that the "
+                                     "duration stays; give it to play the frames slower or faster)."),
     out: Path = typer.Option(Path("clip.mp4"), "--out", "-o", help="Output: .mp4, .gif, or a folder (PNG frames)."),
 ) -> None:
     """Generate videos: the DiT samples weight tokens, the NeRV decoder renders the frames."""
-    from .runtime.pipeline import Pipeline
-    from .runtime.video_io import check_output_path
+    from .runtime.pipeline import Pipeline, check_frames, check_sampling, default_fps
+    from .runtime.video_io import check_output_path, output_paths
 
-    check_output_path(out)  # before any work: a bad path must not cost a sampling run
-    Pipeline.check_frames(frames)
-    pipe = Pipeline.load(model, backend=backend, device=device, cuda_graph=cuda_graph)
+    # 1. Check everything before any work: a bad argument must not cost a sampling run
+    check_output_path(out)
+    check_frames(frames)
+    check_sampling(steps, sampler, guidance, 0.0, n, seed)
+    pipe = Pipeline.load(model, backend=backend, device=device, precision=precision, cuda_graph=cuda_graph)
+    m = pipe.model(res)
+    pipe.class_index(class_label, m.config)
+    pipe.check_chunk(chunk, m.config.res, frames)
+    m.engine("dit"), m.engine("decoder")  # load (and verify) the graphs now: their errors come before any output
+    fps = default_fps(m.config, frames) if fps is None else fps
+    paths = output_paths(out, n)
+    console.print(f"{model} at {m.config.res}^2 on {pipe.describe()}")
+    # 2. Sample a batch of videos, write each of them frame chunk by chunk, then the next batch
+    timings = {"sample_s": 0.0, "decode_s": 0.0, "write_s": 0.0}
     with _progress() as bar:
-        task = bar.add_task(f"sampling ({pipe.backend_name}, {pipe.device})", total=steps)
-        t0 = time.perf_counter()
-        tokens = pipe.sample_tokens(res, n, class_label, steps, sampler, guidance, 0.0, seed,
-                                    progress=lambda i: bar.update(task, completed=i))
-        pipe.synchronize()
-        t1 = time.perf_counter()
-    timings: dict = {}
-    paths = pipe.render(tokens, out, frames, res, chunk, fps, timings)  # chunk by chunk into the file(s)
+        task = bar.add_task("sampling", total=n * steps)
+        for first in range(0, n, m.sample_batch):
+            count = min(m.sample_batch, n - first)
+            bar.update(task, description=f"sampling videos {first + 1}-{first + count} of {n}")
+            t0 = time.perf_counter()
+            tokens = pipe.sample_tokens(m.config.res, count, class_label, steps, sampler, guidance, 0.0, seed,
+                                        progress=lambda i, _, first=first: bar.update(task, completed=first * steps + i),
+                                        first=first)
+            pipe.synchronize()
+            timings["sample_s"] += time.perf_counter() - t0
+            bar.update(task, description=f"writing videos {first + 1}-{first + count} of {n}")
+            written: dict = {}
+            pipe.render(tokens, paths[first:first + count], frames, m.config.res, chunk, fps, written)
+            timings["decode_s"] += written["decode_s"]
+            timings["write_s"] += written["write_s"]
     for p in paths:
         typer.echo(str(p))
-    console.print(f"sample {t1 - t0:.2f} s | decode {timings['decode_s']:.2f} s | write {timings['write_s']:.2f} s "
-                  f"({n} x {frames} frames at {pipe.model(res).config.res}^2, {pipe.backend_name} on {pipe.device})")
-
-
-def _progress():
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=console, transient=True)
+    console.print(f"sample {timings['sample_s']:.2f} s | decode {timings['decode_s']:.2f} s | write "
+                  f"{timings['write_s']:.2f} s ({n} x {frames} frames at {m.config.res}^2, {float(fps):g} fps)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +295,7 @@ def data_synth(
     frames: int = typer.Option(16, "--frames", "-f", help="Frames per clip."),
 ) -> None:
     """Write the synthetic set: pans / zooms over scikit-image's photos and moving shapes, as .mp4."""
+    require("scipy", "skimage", extra="train")
     from .data.synthetic import MOTIONS, write_synthetic
 
     if n < 1 or res < 16 or res % 2 or frames < 1:
@@ -234,6 +307,7 @@ def data_synth(
 
 
 def _train_common(out: Path, device: str):
+    require("torch", "safetensors", "scipy", "skimage", extra="train")
     from .train.common import pick_device
 
     pick_device(device)  # fail early on --device cuda without a GPU
@@ -343,6 +417,29 @@ def train_autodecode_cmd(
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
 
 
+@train_app.command("classifier")
+def train_classifier_cmd(
+    out: Path = typer.Option(None, "--out", "-o", help="Folder to write classifier.onnx + classifier.json into "
+                             "(default: the shipped asset, nerv_rt/assets/classifier)."),
+    clips: int = typer.Option(1024, min=16, help="Training clips of the synthetic set's seed 0."),
+    steps: int = typer.Option(1000, min=1, help="Optimizer steps."),
+    seed: int = typer.Option(0, help="Seed of weights and batches."),
+) -> None:
+    """Train the synthetic-domain video classifier that `eval gen` judges generated clips with (motion kind);
+    reports its accuracy on held-out clips (seed 1)."""
+    require("torch", "scipy", "skimage", "onnx", "onnxscript", extra="train")
+    from .evaluate.classifier import CLASSIFIER_DIR
+    from .train.classifier import ClassifierTrainConfig, train_classifier
+    from .train.common import progress_bar
+
+    out = out or CLASSIFIER_DIR
+    cfg = ClassifierTrainConfig(clips=clips, steps=steps, seed=seed)
+    command = f"nerv-rt train classifier --clips {clips} --steps {steps} --seed {seed}"
+    with progress_bar(True) as bar:
+        meta = train_classifier(out, cfg, command, bar)
+    typer.echo(f"{out} (held-out accuracy {100 * meta['heldout_accuracy']:.1f} % on {meta['heldout_clips']} clips)")
+
+
 # --------------------------------------------------------------------------------------------
 # reconstruct / eval
 # --------------------------------------------------------------------------------------------
@@ -350,7 +447,20 @@ def train_autodecode_cmd(
 eval_app = _typer("Evaluate models.")
 app.add_typer(eval_app, name="eval")
 REFINE_HELP = ("Adam steps on each clip's weight tokens after the encoder (semi-amortized encoding; torch "
-               "backends). Default: the model's own (its config's refine_steps; 0 on onnxruntime / tensorrt).")
+               "backends). Default: the model's own (its config's refine_steps; 0 on onnxruntime / tensorrt / aoti).")
+ENCODE_BACKEND_HELP = ("auto, torch, onnxruntime, tensorrt or aoti. auto: torch when it is installed and the model has "
+                       "weights (the model's default encoding refines tokens with autograd), else what generate picks.")
+
+
+def _encoding_backend(backend: str, model: str) -> str:
+    """`auto` for encoding: the torch backend where it can run, since the model's default encoding may refine
+    the encoder's tokens with autograd; otherwise (e.g. the torch-free install) what auto picks."""
+    from .engines.select import installed
+    from .runtime.sources import resolve
+
+    if backend == "auto" and installed("torch") and all(m.has_checkpoint for m in resolve(model)):
+        return "torch"
+    return backend
 
 
 @app.command()
@@ -359,26 +469,27 @@ def reconstruct(
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
     res: int | None = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
     out: Path = typer.Option(Path("side_by_side.mp4"), "--out", "-o", help="Output (.mp4, .gif or folder)."),
-    backend: str = typer.Option("auto", help="auto, torch, onnxruntime, ..."),
-    fps: int = typer.Option(8, help="Frames per second of the output."),
+    backend: str = typer.Option("auto", help=ENCODE_BACKEND_HELP),
+    fps: float | None = typer.Option(None, callback=_number(0, 1000, lo_open=True), help="Frame rate of the output "
+                                     "(default: the model's training clips')."),
     refine_steps: int | None = typer.Option(None, "--refine-steps", min=0, help=REFINE_HELP),
 ) -> None:
     """Encode the first clip of VIDEO to weight tokens and render it back, input | reconstruction."""
     import numpy as np
 
-    from .evaluate import reconstruct_clip
+    from .evaluate.metrics import motion
+    from .evaluate.recon import clip_metrics, reconstruct_clip
     from .runtime.pipeline import Pipeline
     from .runtime.video_io import check_output_path, save_video
 
     check_output_path(out)
-    pipe = Pipeline.load(model, backend=backend)
+    pipe = Pipeline.load(model, backend=_encoding_backend(backend, model))
     clip, recon = reconstruct_clip(pipe, video, res, refine_steps)
-    save_video(np.concatenate([clip, recon], axis=2), out, fps=fps)
-    from .evaluate import clip_metrics
-
+    save_video(np.concatenate([clip, recon], axis=2), out, fps=fps or pipe.model(res).config.fps)
     psnr, ssim = clip_metrics(clip, recon)
     typer.echo(str(out))
-    console.print(f"PSNR {psnr:.2f} dB | SSIM {ssim:.4f}")
+    console.print(f"PSNR {psnr:.2f} dB | SSIM {ssim:.4f} | motion {motion(recon):.1f} vs {motion(clip):.1f} "
+                  f"(mean |last - first frame|, /255) | {pipe.describe()}")
 
 
 @eval_app.command("recon")
@@ -386,26 +497,114 @@ def eval_recon(
     data: Path = typer.Argument(..., help="Folder of videos."),
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
     res: int | None = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
-    backend: str = typer.Option("auto", help="auto, torch, onnxruntime, ..."),
-    limit: int | None = typer.Option(None, help="Evaluate at most this many clips."),
+    backend: str = typer.Option("auto", help=ENCODE_BACKEND_HELP),
+    limit: int | None = typer.Option(None, min=1, help="Evaluate at most this many clips."),
     i3d: Path | None = typer.Option(None, help="Local TorchScript I3D file: also report reconstruction FVD."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     refine_steps: int | None = typer.Option(None, "--refine-steps", min=0, help=REFINE_HELP),
 ) -> None:
-    """Mean PSNR / SSIM of reconstructions over the first clip of every video (FVD with --i3d)."""
-    from .evaluate import evaluate_reconstruction
+    """Mean PSNR / SSIM and motion ratio of reconstructions over the first clip of every video (FVD with --i3d)."""
+    from .evaluate.recon import evaluate_reconstruction
     from .runtime.pipeline import Pipeline
 
-    pipe = Pipeline.load(model, backend=backend)
+    pipe = Pipeline.load(model, backend=_encoding_backend(backend, model))
     with _progress() as bar:
         task = bar.add_task("reconstructing", total=None)
-        result = evaluate_reconstruction(pipe, data, res, limit, i3d, refine_steps, progress=lambda k, total: bar.update(task, completed=k, total=total))
+        result = evaluate_reconstruction(pipe, data, res, limit, i3d, refine_steps,
+                                         progress=lambda k, total: bar.update(task, completed=k, total=total))
     if as_json:
         typer.echo(json.dumps(result))
     else:
         fvd = f" | FVD {result['fvd']:.1f}" if "fvd" in result else ""
-        typer.echo(f"PSNR {result['psnr']:.2f} dB | SSIM {result['ssim']:.4f}{fvd} over {result['clips']} clips, "
-                   f"{result['refine_steps']} refinement steps")
+        typer.echo(f"PSNR {result['psnr']:.2f} dB | SSIM {result['ssim']:.4f} | motion ratio {result['motion_ratio']:.2f}"
+                   f"{fvd} over {result['clips']} clips, {result['refine_steps']} refinement steps ({result['backend']})")
+
+
+@eval_app.command("gen")
+def eval_gen(
+    model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
+    res: int | None = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
+    n_per_class: int = typer.Option(16, "--n-per-class", help="Generated clips per class (real clips: twice as many)."),
+    steps: int = typer.Option(50, help="Sampler steps."),
+    sampler: str = typer.Option("ddim", help="ddim or ddpm."),
+    guidance: float = typer.Option(2.0, callback=_number(0, 50), help="Classifier-free guidance scale."),
+    seed: int = typer.Option(0, help="Seed of the generated clips."),
+    real: Path | None = typer.Option(None, help="Folder of real clips, one sub-folder per class name (default: the "
+                                     "synthetic set's held-out seed, made in memory)."),
+    classifier: Path | None = typer.Option(None, help="Classifier folder (classifier.onnx + classifier.json; default: "
+                                           "the shipped synthetic-domain one)."),
+    i3d: Path | None = typer.Option(None, help="Local TorchScript I3D file: also report FVD."),
+    backend: str = typer.Option("auto", help="auto, torch, torch-cudagraph, onnxruntime, tensorrt or aoti."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Generated clips against real clips of the same classes: motion ratio, class accuracy (with the
+    confusion matrix), a Frechet distance in the classifier's features with its real-vs-real floor, FVD
+    with --i3d."""
+    if real is None:  # the synthetic set's held-out clips are made in memory from scikit-image's photos
+        require("scipy", "skimage", extra="train")
+    from .evaluate.classifier import CLASSIFIER_DIR
+    from .evaluate.gen import evaluate_generation
+    from .runtime.pipeline import Pipeline
+
+    pipe = Pipeline.load(model, backend=backend, device=device)
+    with console.status("eval gen") as status:
+        r = evaluate_generation(pipe, res, n_per_class, steps, sampler, guidance, seed, real, i3d,
+                                classifier or CLASSIFIER_DIR, progress=lambda s: status.update(f"eval gen: {s}"))
+    if as_json:
+        typer.echo(json.dumps(r))
+        return
+    table = Table(title=f"{model} at {r['res']}^2: {n_per_class} generated clips per class vs {r['real']}")
+    for col in ("class", "motion ratio", "class accuracy"):
+        table.add_column(col, justify="right")
+    for c in r["classes"]:
+        acc = r.get("class_accuracy_per_class", {}).get(c)
+        table.add_row(c, f"{r['motion_ratio_per_class'][c]:.2f}", "-" if acc is None else f"{100 * acc:.0f} %")
+    acc = r["class_accuracy"]
+    table.add_row("all", f"{r['motion_ratio']:.2f}", "-" if acc is None else f"{100 * acc:.0f} %")
+    Console().print(table)
+    f = r["frechet"]
+    typer.echo(f"Frechet distance (classifier features) {f['generated_vs_real']:.2f}, real-vs-real floor "
+               f"{f['real_vs_real_floor']:.2f} ({f['ratio']:.1f}x) | classifier accuracy on real clips "
+               f"{100 * r['classifier'].get('real_accuracy', r['classifier']['heldout_accuracy']):.0f} %"
+               + (f" | FVD {r['fvd']:.1f}" if "fvd" in r else "") + f" | {r['backend']}")
+
+
+# --------------------------------------------------------------------------------------------
+# serve
+# --------------------------------------------------------------------------------------------
+
+@app.command()
+def serve(
+    model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
+    backend: str = typer.Option("auto", help="auto, onnxruntime, torch, torch-cudagraph, tensorrt or aoti."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("fp32", help="fp32, or fp16 / bf16 on CUDA."),
+    replicas: int = typer.Option(1, min=1, help="Replicas of the generator (each loads the model)."),
+    min_replicas: int | None = typer.Option(None, min=0, help="Autoscale between --min-replicas and --max-replicas "
+                                            "by ongoing requests (instead of --replicas)."),
+    max_replicas: int | None = typer.Option(None, min=1, help="See --min-replicas."),
+    num_gpus: float = typer.Option(0.0, callback=_number(0, 64), help="GPUs per replica (e.g. 1 for cuda backends)."),
+    num_cpus: float = typer.Option(1.0, callback=_number(0, 1024), help="CPUs per replica."),
+    max_batch: int = typer.Option(8, min=1, help="Most requests per batch; requests with the same (res, steps, "
+                                  "sampler, guidance) share one sampling run."),
+    batch_wait_ms: float = typer.Option(50.0, callback=_number(0, 60000), help="Longest a request waits for others "
+                                        "to join its batch."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
+    address: str | None = typer.Option(None, help="Join this Ray cluster (e.g. auto, or ray://head:10001) instead "
+                                       "of starting Ray here."),
+) -> None:
+    """Serve generation over HTTP with Ray Serve: POST /generate (JSON: class, seed, frames, res, steps, sampler,
+    guidance, format) returns the clip; GET /models; GET /healthz. Runs until Ctrl-C."""
+    require("ray", "starlette", extra="serve")
+    from .serve.app import ServeOptions
+    from .serve.run import serve_until_interrupted
+
+    options = ServeOptions(model=model, backend=backend, device=device, precision=precision, max_batch=max_batch,
+                           batch_wait_ms=batch_wait_ms, replicas=replicas, min_replicas=min_replicas,
+                           max_replicas=max_replicas, num_cpus=num_cpus, num_gpus=num_gpus)
+    serve_until_interrupted(options, host, port, address, say=lambda s: console.print(s))
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,19 +616,24 @@ def bench(
     suite: str = typer.Option("decoder", help="decoder, generator, scaling or all."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32 (CPU and CUDA), bf16 or fp16 (CUDA)."),
-    backend: list[str] = typer.Option(["torch"], help="Generator backends (repeatable): torch, torch-cudagraph, onnxruntime, tensorrt."),
+    backend: list[str] = typer.Option(["torch"], help="Generator backends (repeatable): torch, torch-cudagraph, onnxruntime, tensorrt, aoti."),
     cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Generator CUDA graphs (default: per backend, see generate)."),
     preset: str = typer.Option("L", "--preset", "-p", help="NeRV preset to measure."),
     res: list[int] = typer.Option([128, 256], "--res", "-r", help="Resolutions (repeatable)."),
     scaling_frames: str = typer.Option("16,32,64,128", help="Frame counts of the scaling suite (comma-separated)."),
     repeats: int | None = typer.Option(None, help="Timed runs per case after warm-up (default: 5; --quick: 2)."),
     warmup: int | None = typer.Option(None, help="Untimed runs per case (default: 1)."),
-    quick: bool = typer.Option(False, "--quick", help="CI size: tiny models, reduced-width SD-VAE, 4 frames, 2 runs."),
+    quick: bool = typer.Option(False, "--quick", help="CI size: tiny models, reduced-width SD-VAE, 4 frames, 2 runs; "
+                               "written to a temporary folder (unless --out) and compared to no paper target."),
     sd_vae: Path | None = typer.Option(None, help="Local diffusers AutoencoderKL folder with real SD-VAE weights."),
     model: Path | None = typer.Option(None, help="Checkpoint for the generator suite (default: random-init preset)."),
-    out: Path = typer.Option(Path("bench/results/latest"), "--out", "-o", help="Folder for results.json, results.md, scaling.png."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for results.json, results.md, scaling.png "
+                                    "(default: bench/results/latest; --quick: a new temporary folder)."),
 ) -> None:
     """Measure the paper's efficiency table on this machine: SD-VAE vs NeRV decoder, full generation, scaling."""
+    import tempfile
+
+    require("torch", "onnx", "diffusers", "matplotlib", extra="bench")
     from .bench.report import write_results
     from .bench.suites import (
         BenchConfig,
@@ -450,6 +654,8 @@ def bench(
     cfg = BenchConfig.quick_config(**kw) if quick else BenchConfig(preset=preset, resolutions=tuple(res),
                                                                    scaling_frames=frames_list, **kw)
     check_config(cfg)
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="nerv-rt-bench-quick-")) if quick else Path("bench/results/latest")
     results: dict = {}
     suites = {"decoder": decoder_suite, "generator": generator_suite, "scaling": scaling_suite}
     with console.status("bench") as status:
@@ -458,5 +664,6 @@ def bench(
                 results[name] = fn(cfg, lambda s: status.update(f"bench: {s}"))
     doc = write_results(out, cfg, machine_info(cfg), results)
     typer.echo((out / "results.md").read_text())
+    console.print(f"results: {out}")
     for t in doc.get("targets", []):
         console.print(f"target {t['target']}: {t['value']:.2f} -> {'met' if t['met'] else 'MISSED'}")

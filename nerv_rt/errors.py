@@ -1,4 +1,5 @@
 """The one exception type users see: the CLI prints its message as a single line and exits 2."""
+from __future__ import annotations
 
 
 class NervError(Exception):
@@ -9,22 +10,37 @@ class CheckpointError(NervError):
     """A checkpoint or export folder that cannot be loaded; the message says what is wrong."""
 
 
-# Top-level modules of the optional extras (pyproject.toml), for one-line "install the extra" errors.
-EXTRA_OF = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "skimage": "train", "scipy": "train",
-            "diffusers": "bench", "matplotlib": "bench", "pytest_benchmark": "bench", "tensorrt": "gpu", "cuda": "gpu"}
+# Top-level modules of the optional extras (pyproject.toml), for one-line "install the extra" errors; "" marks
+# the base install's own dependencies (missing only from a broken or --no-deps install).
+EXTRA_OF = {"torch": "torch", "safetensors": "torch", "onnx": "export", "onnxscript": "export", "skimage": "train",
+            "scipy": "train", "diffusers": "bench", "matplotlib": "bench", "pytest_benchmark": "bench",
+            "pynvml": "bench", "tensorrt": "gpu", "cuda": "gpu", "ray": "serve", "starlette": "serve",
+            "numpy": "", "onnxruntime": "", "av": "", "imageio": "", "typer": "", "rich": ""}
 
 
-def missing_extra(module: str) -> NervError:
-    """The error for an optional dependency that is not installed."""
-    extra = EXTRA_OF.get(module.split(".")[0], "test")
-    return NervError(f"this needs {module.split('.')[0]}, which is not installed: "
-                     f"python -m pip install \"nerv-rt[{extra}]\"")
+def module_extra(module: str) -> str | None:
+    """The extra that installs `module` ("" for the base install), None for a module nerv-rt does not use."""
+    return EXTRA_OF.get(module.split(".")[0])
 
 
-def require(*modules: str) -> None:
-    """Fail with `missing_extra` unless every module can be imported (checked without importing)."""
+def missing_extra(module: str, extra: str | None = None) -> NervError:
+    """The error for a dependency that is not installed, with the pip command that installs it (`extra`, or the
+    extra the module belongs to)."""
+    top = module.split(".")[0]
+    extra = module_extra(top) if extra is None else extra
+    target = f"nerv-rt[{extra}]" if extra else "nerv-rt"
+    return NervError(f"this needs {top}, which is not installed: python -m pip install \"{target}\"")
+
+
+def require(*modules: str, extra: str | None = None) -> None:
+    """Fail with `missing_extra` unless every module can be imported (checked without importing); `extra` names
+    the extra a command needs when its modules come from several."""
     from importlib.util import find_spec
 
     for m in modules:
-        if find_spec(m) is None:
-            raise missing_extra(m)
+        try:
+            found = find_spec(m) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise missing_extra(m, extra)

@@ -47,6 +47,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_checkpoint(path: Path) -> str:
+    """Hash of a checkpoint: the .pt file, or a save_pretrained folder's config and weights (by name), so
+    that exported graphs written beside them do not change it."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        h.update(name.encode())
+        h.update(sha256_file(path / name).encode())
+    return h.hexdigest()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
     """A temporary file (or folder) beside `path` to write into; when the block completes it replaces

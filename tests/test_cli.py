@@ -110,6 +110,16 @@ def test_generate_bad_model_sources(tmp_path, bad_sources, model, pattern):
     (["--backend", "tvm"], "unknown backend 'tvm'"),
     (["--sampler", "euler"], "unknown sampler 'euler'"),
     (["--steps", "0"], "--steps"),
+    (["--guidance", "nan"], "Invalid value for '--guidance': must be a number in [0, 50], got nan"),
+    (["--guidance", "inf"], "Invalid value for '--guidance': must be a number in [0, 50], got inf"),
+    (["--fps", "0"], "Invalid value for '--fps': must be a number in (0, 1000], got 0.0"),
+    (["--fps", "-3"], "Invalid value for '--fps'"),
+    (["--frames", "abc"], "Invalid value for '--frames'"),
+    (["--n", "0"], "--n must be at least 1"),
+    (["--seed", "-1"], "--seed must be in 0..2^63-1"),
+    (["--chunk", "0"], "--chunk must be at least 1"),
+    (["--class", "nope"], "--class 'nope' is not a class of this model"),
+    (["--bogus"], "No such option: --bogus"),
 ])
 def test_generate_bad_arguments(tmp_path, tiny_ckpt, args, pattern):
     out = tmp_path / "x.mp4"
@@ -143,7 +153,7 @@ def test_generate_edited_onnx(tmp_path, tiny_export):
 
 def test_export_errors(tmp_path, tiny_export, bad_sources):
     assert_clean_error(run("export", bad_sources / "cut.pt", "--out", tmp_path / "o"), "truncated")
-    assert_clean_error(run("export", tiny_export, "--out", tmp_path / "o"), "already an export folder")
+    assert_clean_error(run("export", tiny_export, "--out", tmp_path / "o"), "an export folder without weights")
     assert not (tmp_path / "o").exists()
 
 
@@ -159,9 +169,35 @@ def test_build_without_tensorrt_is_a_clear_error(tiny_export):
 
 def test_help_on_every_command():
     for cmd in ([], ["info"], ["export"], ["build"], ["generate"], ["bench"], ["train", "vae"], ["train", "dit"],
-                ["data", "synth"], ["reconstruct"], ["eval", "recon"]):
+                ["train", "autodecode"], ["train", "classifier"], ["data", "synth"], ["reconstruct"], ["eval", "recon"],
+                ["eval", "gen"], ["serve"]):
         res = run(*cmd, "--help")
         assert res.returncode == 0 and "Usage" in res.stdout, (cmd, res.stderr)
+        assert "<bool>" not in res.stdout, cmd  # flags take no value
+
+
+def test_generate_keeps_the_clip_duration(tmp_path, tiny_ckpt):
+    """--frames 40 of a 16-frame model at its 8 fps: 40 frames in the same 2 s (20 fps); --fps overrides."""
+    import av
+
+    for args, rate in (([], 20), (["--fps", "5"], 5)):
+        out = tmp_path / f"c{rate}.mp4"
+        res = run("generate", "--model", tiny_ckpt, "--frames", 40, "--steps", 2, "--out", out, *args)
+        assert res.returncode == 0, res.stderr
+        with av.open(str(out)) as c:
+            assert c.streams.video[0].average_rate == rate and c.streams.video[0].frames == 40
+
+
+def test_generate_refuses_a_chunk_beyond_memory(tmp_path, tiny_ckpt):
+    from nerv_rt.models.presets import preset
+    from nerv_rt.runtime.memory import BUDGET_SHARE, available_bytes, decoder_bytes_per_frame
+
+    if 4096 * decoder_bytes_per_frame(preset("tiny", 128)) <= BUDGET_SHARE * available_bytes():
+        pytest.skip("this machine has the memory for one 4096-frame decoder call")
+    out = tmp_path / "x.mp4"
+    res = run("generate", "--model", tiny_ckpt, "--frames", 4096, "--chunk", 4096, "--out", out)
+    assert_clean_error(res, "one decoder call of --chunk 4096 frames at 128^2 needs about")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args, hidden, extra", [(["export", "default"], "onnx", "export"),

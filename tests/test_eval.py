@@ -9,7 +9,7 @@ import torch
 
 from nerv_rt import checkpoint as ckpt_io
 from nerv_rt.errors import NervError
-from nerv_rt.evaluate import frechet_distance
+from nerv_rt.evaluate.metrics import frechet_distance
 from nerv_rt.train.losses import StructuralLoss, perceptual_loss
 from tests.test_cli import assert_clean_error, read_frames, run
 

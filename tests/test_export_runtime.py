@@ -134,8 +134,39 @@ def test_pipeline_input_errors(tiny_export):
             pipe.generate(**kwargs)
     with pytest.raises(NervError, match="unknown backend"):
         Pipeline.load(tiny_export, backend="tvm")
-    with pytest.raises(NervError, match="export folder"):
+    with pytest.raises(NervError, match="holds exported graphs only"):
         Pipeline.load(tiny_export, backend="torch")
+    for guidance in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(NervError, match="--guidance must be a number"):
+            pipe.generate(guidance=guidance)
+    with pytest.raises(NervError, match="--chunk 100000 frames at 128\\^2 needs about .* use --chunk"):
+        pipe.decode(pipe.sample_tokens(steps=1), frames=4, chunk=100000)
+    with pytest.raises(NervError, match="an array of 100000 x 16 frames"):
+        pipe.generate(n=100000, steps=1)
+
+
+def test_video_i_of_a_seed_is_the_same_at_any_n_and_batch(tiny_export):
+    """Every video draws its noise from its own (seed, index) stream: sampling 3 videos, or only the third
+    (first=2), or with runs of one video, gives the same third video; a server batching requests relies on it."""
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    three = pipe.sample_tokens(n=3, steps=3, seed=5, class_label=1)
+    alone = pipe.sample_tokens(n=1, steps=3, seed=5, class_label=1, first=2)
+    np.testing.assert_allclose(three[2:], alone, atol=1e-5)
+    pipe.model().backend.max_batch = 1  # runs of one video each
+    np.testing.assert_allclose(pipe.sample_tokens(n=3, steps=3, seed=5, class_label=1), three, atol=1e-5)
+    assert not np.allclose(three[0], three[1])
+
+
+def test_decode_finds_the_resolution_from_the_tokens(tmp_path):
+    for res in (128, 256):
+        ckpt_io.save_pretrained(random_checkpoint(res), tmp_path / "set" / f"tiny-{res}")
+    pipe = Pipeline.load(tmp_path / "set", backend="torch")
+    tokens = pipe.sample_tokens(res=256, steps=1)  # 40 tokens: only the 256^2 model takes them
+    assert pipe.decode(tokens, frames=2).shape == (1, 2, 256, 256, 3)
+    with pytest.raises(NervError, match="do not fit the 128\\^2 model"):
+        pipe.decode(tokens, frames=2, res=128)
+    with pytest.raises(NervError, match="fit no resolution"):
+        pipe.decode(np.zeros((1, 7, 16), np.float32), frames=2)
 
 
 def test_edited_onnx_is_refused(tmp_path, tiny_export):

@@ -12,20 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import NervError
-from ..runtime.video_io import count_frames, read_video
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-
-
-def list_videos(root: str | Path) -> list[Path]:
-    """Every video file under `root`, sorted; a clear error when there are none."""
-    root = Path(root)
-    if not root.is_dir():
-        raise NervError(f"{root}: data folder does not exist")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-    if not paths:
-        raise NervError(f"{root}: no videos found (looked for {', '.join(VIDEO_EXTENSIONS)})")
-    return paths
+from ..runtime.video_io import count_frames, list_videos, read_video, video_fps
 
 
 class VideoFolder:
@@ -43,6 +30,11 @@ class VideoFolder:
             if n < frames:
                 raise NervError(f"{p}: {n} frames, but clips need {frames} (--frames)")
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    @property
+    def fps(self) -> float:
+        """The first video's frame rate: generated clips of `frames` frames play at it (ModelConfig.fps)."""
+        return video_fps(self.paths[0])
 
     @property
     def num_classes(self) -> int:

@@ -2,18 +2,52 @@
 
 On CUDA the inputs and outputs are bound to device OrtValues allocated once per shape; with
 `cuda_graph=True` ONNX Runtime captures each graph at its first run per shape and replays it
-(its own CUDA-graph option: fixed shapes and fixed buffer addresses).
+(its own CUDA-graph option: fixed shapes and fixed buffer addresses). fp16 / bf16 run the export's
+precision-typed graphs (fp32 inputs and outputs, see export/precision.py).
 """
 from __future__ import annotations
+
+import importlib.metadata
 
 import numpy as np
 import onnxruntime as ort
 
 from ..errors import NervError
-from ..export.manifest import verify_graph
+from ..export.manifest import PRECISIONS, verify_graph
 from ..export.specs import GraphSpec, graph_specs
 from ..runtime.sources import ModelSource
-from .base import Backend, _ort_cuda
+from .base import Backend
+
+CPU_BUILD_HELP = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
+
+
+def ort_distributions() -> list[str]:
+    """Installed ONNX Runtime distributions. Both write the same `onnxruntime` package, so with two the
+    one installed last wins and the CUDA EP may silently be gone."""
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.version(dist)
+            found.append(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def cuda_ep_available() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def check_cuda_ep() -> None:
+    """One clear line when the CUDA execution provider is missing, saying why and what fixes it."""
+    if cuda_ep_available():
+        return
+    dists = ort_distributions()
+    if len(dists) > 1:
+        raise NervError("--device cuda: onnxruntime and onnxruntime-gpu are both installed and shadow each other "
+                        f"(no CUDAExecutionProvider now); keep one: {CPU_BUILD_HELP}")
+    raise NervError(f"--device cuda: this onnxruntime {ort.__version__} has no CUDAExecutionProvider (a CPU build); "
+                    f"on a CUDA machine: {CPU_BUILD_HELP}")
 
 
 class OrtEngine:
@@ -72,20 +106,23 @@ class OrtEngine:
 class OrtBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, source: ModelSource, device: str = "auto", cuda_graph: bool = False):
+    def __init__(self, source: ModelSource, device: str = "auto", precision: str = "fp32", cuda_graph: bool = False):
         if device == "auto":
-            device = "cuda" if _ort_cuda() else "cpu"
-        if device == "cuda" and not _ort_cuda():
-            raise NervError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
-                            "(install onnxruntime-gpu on a CUDA machine)")
+            device = "cuda" if cuda_ep_available() else "cpu"
+        if device == "cuda":
+            check_cuda_ep()
         if cuda_graph and device != "cuda":
             raise NervError("--cuda-graph needs the CUDA execution provider (--device cuda)")
-        self.device, self.cuda_graph = device, cuda_graph
+        if precision not in PRECISIONS:
+            raise NervError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        self.device, self.precision, self.cuda_graph = device, precision, cuda_graph
         self.folder, self.manifest = source.path, source.manifest
         self.specs = graph_specs(source.config)
 
     def engine(self, graph: str) -> OrtEngine:
-        path = verify_graph(self.folder, self.manifest, graph)
+        path = verify_graph(self.folder, self.manifest, graph, self.precision)
+        # ORT's CUDA graphs tie a session to one set of shapes: only the DiT, called with the same shapes at
+        # every step, gains; a decoder chunk of another size would cost a new session.
         return OrtEngine(self.specs[graph], str(path), self.device, self.cuda_graph and graph == "dit")
 
     def asarray(self, a: np.ndarray) -> np.ndarray:

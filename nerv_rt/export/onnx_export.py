@@ -2,28 +2,32 @@
 
 Each graph is exported with torch.onnx (dynamo exporter, dynamic dims from `specs`), checked with
 the ONNX checker, run on ONNX Runtime CPU against PyTorch on random inputs (at a dynamic size other
-than the traced one), and scanned for operators TensorRT's parser does not take.
+than the traced one), and scanned for operators TensorRT's parser does not take. With `precisions`,
+fp16 / bf16 typed graphs are written beside the fp32 ones and validated against fp32 torch
+(export/precision.py).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
 from .. import __version__
 from ..checkpoint import Checkpoint, build_models
 from ..errors import NervError
-from ..formats import EXPORT_FORMAT, EXPORT_VERSION, atomic_path, sha256_file
+from ..formats import EXPORT_FORMAT, EXPORT_VERSION, atomic_path, sha256_checkpoint, sha256_file
 from ..models.graphs import graph_modules
+from ..models.stats import describe
 from ..runtime.sources import resolve, source_name
-from .manifest import write_manifest
+from .manifest import typed_file, write_manifest
+from .precision import MIN_TYPED_DECODER_PSNR_DB, PRECISIONS, opset_for, store_fp16_initializers, torch_dtype
 from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES, GRAPHS, GraphSpec, graph_specs
 from .trt_ops import unsupported_ops
 
@@ -33,82 +37,122 @@ TRACE_DIMS = {"B": 2, "F": 16}  # traced sizes; validation runs other sizes to p
 CHECK_DIMS = {"B": 3, "F": 7}
 
 
-def sha256_source(path: Path) -> str:
-    """Hash of a checkpoint file, or of every file of a checkpoint folder (sorted by name)."""
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
+def onnx_model(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
+               dynamic: dict[str, dict[int, str] | None], opset: int) -> onnx.ModelProto:
+    """torch.onnx (dynamo exporter) of module(*args) as a ModelProto, quietly; `dynamic` maps an input name to
+    {axis: symbol} (symbols shared between inputs are the same dim)."""
+    dims = {s: torch.export.Dim(s, min=1, max=65536) for axes in dynamic.values() if axes for s in axes.values()}
+    arg_names = list(module.forward.__code__.co_varnames[1:1 + len(args)])
+    shapes = {a: ({k: dims[s] for k, s in dynamic[n].items()} if dynamic.get(n) else None)
+              for a, n in zip(arg_names, input_names)}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):  # the exporter narrates
+        program = torch.onnx.export(module, args, input_names=input_names, output_names=output_names,
+                                    dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False)
+    return program.model_proto
 
 
 def _torch_export(module: nn.Module, spec: GraphSpec, inputs: dict[str, np.ndarray], path: Path, opset: int) -> None:
     args = tuple(torch.from_numpy(inputs[n]) for n in spec.input_names)
-    arg_names = list(module.forward.__code__.co_varnames[1:1 + len(args)])
-    dims = {s: torch.export.Dim(s, min=1, max=65536) for s in ("B", "F")}
-    dynamic = {a: {k: dims[d] for k, d in enumerate(t.shape) if isinstance(d, str)} or None
-               for a, t in zip(arg_names, spec.inputs)}
-    sink = io.StringIO()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):  # the exporter narrates
-        torch.onnx.export(module, args, str(path), input_names=list(spec.input_names),
-                          output_names=list(spec.output_names), dynamic_shapes=dynamic, opset_version=opset,
-                          dynamo=True, external_data=False)
+    dynamic = {t.name: {k: d for k, d in enumerate(t.shape) if isinstance(d, str)} or None for t in spec.inputs}
+    model = onnx_model(module, args, list(spec.input_names), list(spec.output_names), dynamic, opset)
+    store_fp16_initializers(model)
+    onnx.save(model, str(path))
 
 
-def _validate(module: nn.Module, spec: GraphSpec, path: Path, num_classes: int) -> dict:
-    import onnx
+def _parity(got: np.ndarray, want: np.ndarray, graph: str) -> dict:
+    err = np.abs(got - want)
+    result = {"max_abs_err": float(err.max()), "mean_abs_err": float(err.mean())}
+    if graph == "decoder":
+        mse = float(np.mean((got - want) ** 2))
+        result["psnr_db"] = float("inf") if mse == 0 else float(10 * np.log10(4.0 / mse))  # range [-1, 1]
+    return result
+
+
+def _validate(reference: nn.Module, spec: GraphSpec, path: Path, num_classes: int, typed: nn.Module | None = None) -> dict:
+    """Checker, op scan, and parity against the fp32 `reference` on inputs of untraced sizes: the graph on
+    ONNX Runtime CPU, or where ORT has no kernels for its type (bf16) the typed torch module it was
+    exported from (recorded as parity_runtime)."""
     import onnxruntime as ort
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     inputs = spec.sample_inputs(CHECK_DIMS, seed=1, num_classes=num_classes)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, inputs)[0]
+    args = tuple(torch.from_numpy(inputs[n]) for n in spec.input_names)
     with torch.no_grad():
-        want = module(*(torch.from_numpy(inputs[n]) for n in spec.input_names)).numpy()
+        want = reference(*args).numpy()
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got, runtime = session.run(None, inputs)[0], "onnxruntime"
+    except Exception as e:  # ORT's CPU EP has no bf16 MatMul / Conv kernels: compare the module the graph came from
+        if typed is None or "NOT_IMPLEMENTED" not in str(e):
+            raise
+        with torch.no_grad():
+            got, runtime = typed(*args).float().numpy(), "torch"
     if got.shape != want.shape:
-        raise NervError(f"{path.name}: ONNX Runtime output shape {got.shape} != PyTorch {want.shape}")
-    err = np.abs(got - want)
-    result = {"max_abs_err": float(err.max()), "mean_abs_err": float(err.mean())}
-    if spec.name == "decoder":
-        mse = float(np.mean((got - want) ** 2))
-        result["psnr_db"] = float("inf") if mse == 0 else float(10 * np.log10(4.0 / mse))  # range [-1, 1]
-    result["trt_unsupported_ops"] = unsupported_ops(model)
-    return result
+        raise NervError(f"{path.name}: output shape {got.shape} != PyTorch {want.shape}")
+    return {**_parity(got, want, spec.name), "parity_runtime": runtime, "trt_unsupported_ops": unsupported_ops(model)}
 
 
 def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, max_frames: int, max_batch: int,
+                      precisions: Sequence[str] = ("fp32",), aoti_device: str | None = None,
                       step: Callable[[str], None] | None = None) -> dict:
-    """Write the graphs and manifest of one checkpoint into the (new, empty) folder `out`."""
+    """Write the graphs (fp32, plus each typed precision asked for), with `aoti_device` their AOTInductor
+    packages for that device, and the manifest of one checkpoint into the folder `out` (new, or a
+    save_pretrained folder: the graphs go beside the weights)."""
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise NervError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
     specs = graph_specs(ckpt.config)
     modules = graph_modules(*build_models(ckpt, "cpu"))
+    typed_modules = {p: {g: m.to(torch_dtype(p)) for g, m in graph_modules(*build_models(ckpt, "cpu")).items()}
+                     for p in precisions if p != "fp32"}
     graphs = {}
     for name in (g for g in GRAPHS if g in modules):
+        spec, module, path = specs[name], modules[name], out / typed_file(name, "fp32")
         if step:
             step(f"{ckpt.config.res}: {name}")
-        spec, module, path = specs[name], modules[name], out / f"{name}.onnx"
-        _torch_export(module, spec, spec.sample_inputs(TRACE_DIMS, num_classes=ckpt.config.num_classes), path, opset)
+        trace = spec.sample_inputs(TRACE_DIMS, num_classes=ckpt.config.num_classes)
+        _torch_export(module, spec, trace, path, opset)
         validation = _validate(module, spec, path, ckpt.config.num_classes)
         if name == "decoder" and validation["psnr_db"] < MIN_DECODER_PSNR_DB:
             raise NervError(f"decoder.onnx parity is {validation['psnr_db']:.1f} dB PSNR against PyTorch, "
                             f"below the {MIN_DECODER_PSNR_DB:.0f} dB floor; the export is wrong")
-        graphs[name] = {"file": path.name, "sha256": sha256_file(path), **spec.to_dict(), "validation": validation}
-    import onnx
+        entry = {"file": path.name, "sha256": sha256_file(path), **spec.to_dict(), "validation": validation}
+        for p, typed_set in typed_modules.items():
+            if step:
+                step(f"{ckpt.config.res}: {name} {p}")
+            typed = typed_set[name]
+            typed_path = out / typed_file(name, p)
+            _torch_export(typed, spec, trace, typed_path, opset_for(p, opset))
+            v = _validate(module, spec, typed_path, ckpt.config.num_classes, typed)
+            if name == "decoder" and v["psnr_db"] < MIN_TYPED_DECODER_PSNR_DB:
+                raise NervError(f"{typed_path.name} reaches {v['psnr_db']:.1f} dB PSNR against fp32 PyTorch, below "
+                                f"the {MIN_TYPED_DECODER_PSNR_DB:.0f} dB floor: {p} is not accurate enough for this model")
+            entry.setdefault("precisions", {})[p] = {"file": typed_path.name, "sha256": sha256_file(typed_path),
+                                                     "opset": opset_for(p, opset), "validation": v}
+        graphs[name] = entry
     import onnxruntime
 
+    aoti = {}
+    if aoti_device is not None:
+        from .aoti_export import export_aoti
+
+        aoti = export_aoti(ckpt, out, aoti_device, precisions, TRACE_DIMS, CHECK_DIMS, step)
     manifest = {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "config": ckpt.config.to_dict(),
         "token_std": None if ckpt.token_std is None else [float(v) for v in ckpt.token_std],
-        "checkpoint": {"path": str(ckpt_path), "sha256": sha256_source(ckpt_path)},
+        "checkpoint": {"path": "." if ckpt_path.resolve() == out.resolve() else str(ckpt_path),  # "." = beside
+                       "sha256": sha256_checkpoint(ckpt_path)},
+        "stats": describe(ckpt.config),  # `nerv-rt info` reads it without torch
         "opset": opset,
         "limits": {"max_frames": max_frames, "max_batch": max_batch},
         "versions": {"nerv_rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
         "graphs": graphs,
+        "aoti": aoti,
         "engines": {},
     }
     write_manifest(out, manifest)
@@ -121,19 +165,21 @@ def default_out_dir(source: str | Path) -> Path:
 
 def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPSET,
            max_frames: int = DEFAULT_MAX_FRAMES, max_batch: int = DEFAULT_MAX_BATCH,
+           precisions: Sequence[str] = ("fp32",), aoti_device: str | None = None,
            step: Callable[[str], None] | None = None) -> Path:
     """Export every model of `source` into `out` (default engines/<name>/); one sub-folder per
     resolution when the source holds several. Atomic: nothing is left at `out` if a step fails."""
     if max_frames < 1 or max_batch < 1:
         raise NervError("--max-frames and --max-batch must be at least 1")
     models = resolve(source)
-    if any(m.kind != "checkpoint" for m in models):
-        raise NervError(f"{source}: already an export folder; export takes a checkpoint or 'default'")
+    if any(not m.has_checkpoint for m in models):
+        raise NervError(f"{source}: an export folder without weights; export takes a checkpoint or 'default'")
     out = Path(out) if out is not None else default_out_dir(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, folder=True) as tmp:
         for m in models:
             folder = tmp if len(models) == 1 else tmp / str(m.config.res)
             folder.mkdir(exist_ok=True)
-            export_checkpoint(m.checkpoint(), m.path, folder, opset, max_frames, max_batch, step)
+            export_checkpoint(m.checkpoint(), m.checkpoint_path, folder, opset, max_frames, max_batch, precisions,
+                              aoti_device, step)
     return out

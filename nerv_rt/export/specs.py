@@ -13,7 +13,7 @@ import numpy as np
 from ..models.presets import ModelConfig
 
 GRAPHS = ("dit", "decoder", "encoder")
-DEFAULT_MAX_FRAMES = 64  # frames per decoder call (a chunk); the runtime renders longer videos in chunks
+DEFAULT_MAX_FRAMES = 16  # frames per decoder call: `generate --chunk`'s default, so engines reserve no memory for more
 DEFAULT_MAX_BATCH = 4  # videos per DiT call; the DiT profile goes to 2x this for CFG
 
 

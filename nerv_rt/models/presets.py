@@ -57,6 +57,7 @@ class ModelConfig:
     preset: str = "tiny"
     res: int = 128
     frames: int = 16  # clip length the encoder reads (the decoder renders any count)
+    fps: float = 8.0  # frame rate of the training clips: a generated clip lasts frames / fps seconds
     tokens: int = 32  # N weight tokens per video
     token_dim: int = 16  # d_z
     num_classes: int = 8  # class labels; index num_classes is the null class for CFG
@@ -102,6 +103,8 @@ def validate(cfg: ModelConfig) -> None:
         raise ValueError(f"{cfg.frames}x{cfg.res}^2 clips do not tile into {enc.patch} tubelets")
     if enc.dim % enc.heads or cfg.dit.hidden % cfg.dit.heads:
         raise ValueError("transformer width must be divisible by its head count")
+    if not 0 < cfg.fps <= 1000:
+        raise ValueError(f"fps must be in (0, 1000], got {cfg.fps}")
     if cfg.refine_steps < 0:
         raise ValueError(f"refine_steps must be >= 0, got {cfg.refine_steps}")
     if cfg.class_names and len(cfg.class_names) != cfg.num_classes:

@@ -4,29 +4,37 @@
     video = pipe.generate(frames=16, seed=0)        # uint8 [n, F, H, W, 3]
 
 A pipeline holds one model per resolution of its source; each runs on one backend. With
-an export folder and onnxruntime this module never imports torch.
+exported graphs and onnxruntime this module never imports torch.
 """
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from ..diffusion import SAMPLERS
-from ..engines.base import Array, Backend, open_backend
+from ..engines import Backend, open_backend
+from ..engines.base import Array
 from ..errors import NervError
 from ..models.presets import ModelConfig
 from .frames import frame_times, to_uint8
-from .sampling import DeviceInputs, denoise, prepare_inputs
+from .memory import check_fits, decoder_bytes_per_frame, max_chunk
+from .sampling import MAX_SEED, DeviceInputs, VideoDraw, denoise, prepare_inputs
 from .sources import DEFAULT, ModelSource, resolve
-from .video_io import check_output_path, output_paths, write_frames
+from .video_io import check_fps, check_output_path, output_paths, write_frames
 
 MAX_FRAMES = 4096  # frames per generated video; memory stays flat (chunked decode) but the output array grows
+MAX_STEPS = 1000
+MAX_GUIDANCE = 50.0
+SAMPLE_BATCH = 16  # videos per sampling run where the backend sets no limit
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 2.0
+Progress = Callable[[int, int], None]  # (sampler steps done, steps in all)
 
 
 @dataclass
@@ -53,42 +61,87 @@ class _Model:
         if self._captured is None:
             from .captured import CapturedSampler
 
-            self._captured = CapturedSampler(self.backend, self.engine("dit"))
+            self._captured = CapturedSampler(self.backend)
         return self._captured
+
+    @property
+    def sample_batch(self) -> int:
+        return self.backend.max_batch or SAMPLE_BATCH
+
+    def decode_chunk(self, chunk: int) -> int:
+        """Frames per decoder call: `chunk`, split further where the backend's engine takes fewer."""
+        return min(chunk, self.backend.max_frames or chunk)
 
 
 def _token_std(source: ModelSource) -> np.ndarray:
-    if source.kind == "export":
+    std = None
+    if source.has_graphs:
         std = source.manifest.get("token_std")
-    else:
+    elif source.has_checkpoint:
         t = source.checkpoint().token_std
         std = None if t is None else t.numpy()
     return np.ones(source.config.token_dim, np.float32) if std is None else np.asarray(std, np.float32)
+
+
+def check_sampling(steps: int, sampler: str, guidance: float, eta: float = 0.0, n: int = 1, seed: int = 0) -> None:
+    """Refuse bad sampling arguments before any work, each in one line naming the option."""
+    if sampler not in SAMPLERS:
+        raise NervError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise NervError(f"--steps must be in 1..{MAX_STEPS}, got {steps}")
+    if not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
+        raise NervError(f"--guidance must be a number in 0..{MAX_GUIDANCE:g}, got {guidance}")
+    if not (math.isfinite(eta) and 0 <= eta <= 1):
+        raise NervError(f"eta must be a number in 0..1, got {eta}")
+    if n < 1:
+        raise NervError(f"--n must be at least 1, got {n}")
+    if not 0 <= seed <= MAX_SEED:
+        raise NervError(f"--seed must be in 0..2^63-1, got {seed}")
+
+
+def check_frames(frames: int) -> None:
+    if not 1 <= frames <= MAX_FRAMES:
+        raise NervError(f"--frames must be in 1..{MAX_FRAMES}, got {frames}")
+
+
+def default_fps(cfg: ModelConfig, frames: int) -> Fraction:
+    """The frame rate that keeps a training clip's duration: more frames play as a faster rate, not slower motion."""
+    return Fraction(cfg.fps).limit_denominator(1001) * frames / cfg.frames
 
 
 class Pipeline:
     def __init__(self, models: list[_Model]):
         self.models = {m.config.res: m for m in models}
         first = models[0].backend
-        self.backend_name, self.device = first.name, first.device
+        self.backend_name, self.device, self.precision = first.name, first.device, first.precision
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT, backend: str = "auto", device: str = "auto",
              precision: str = "fp32", cuda_graph: bool | None = None) -> Pipeline:
         """Open `source` ('default', a checkpoint .pt / folder, an export folder, or a folder of
-        those per resolution) on `backend` (auto | torch | torch-cudagraph | onnxruntime | tensorrt).
+        those per resolution) on `backend` (auto | torch | torch-cudagraph | onnxruntime | tensorrt | aoti);
+        `pipe.backend_name` says which one `auto` picked.
 
-        cuda_graph: None = the backend's default (whole-loop capture on torch-cudagraph and tensorrt;
-        off for onnxruntime, where True turns on ONNX Runtime's own CUDA graphs)."""
+        cuda_graph: None = the backend's default (whole-loop capture on torch-cudagraph, tensorrt and aoti
+        on CUDA; off for onnxruntime, where True turns on ONNX Runtime's own CUDA graphs)."""
         models = []
         for src in resolve(source):
             be = open_backend(backend, src, device, precision, cuda_graph)
             models.append(_Model(src, be, be.asarray(_token_std(src))))
         return cls(models)
 
+    @classmethod
+    def from_backend(cls, source: ModelSource, backend: Backend) -> Pipeline:
+        """One model on a backend opened by hand (e.g. modules built in memory: TorchBackend(graphs=...))."""
+        return cls([_Model(source, backend, backend.asarray(_token_std(source)))])
+
     @property
     def resolutions(self) -> list[int]:
         return sorted(self.models)
+
+    def describe(self) -> str:
+        """What runs: e.g. 'onnxruntime on cpu, fp32'."""
+        return f"{self.backend_name} on {self.device}, {self.precision}"
 
     def model(self, res: int | None = None) -> _Model:
         if res is None:
@@ -97,45 +150,77 @@ class Pipeline:
             raise NervError(f"--res {res} is not available; this model has {', '.join(map(str, self.resolutions))}")
         return self.models[res]
 
+    def model_for_tokens(self, tokens: Array, res: int | None) -> _Model:
+        """The model that decodes `tokens` (n, N, d): `res` when given, else the one resolution whose token
+        shape they have."""
+        shape = tuple(tokens.shape[1:])
+        if res is not None:
+            m = self.model(res)
+            if shape != (m.config.tokens, m.config.token_dim):
+                raise NervError(f"tokens of shape (n, {', '.join(map(str, shape))}) do not fit the {res}^2 model, "
+                                f"which takes (n, {m.config.tokens}, {m.config.token_dim})")
+            return m
+        fits = [m for m in self.models.values() if shape == (m.config.tokens, m.config.token_dim)]
+        if len(fits) == 1:
+            return fits[0]
+        takes = "; ".join(f"{r}^2 takes (n, {m.config.tokens}, {m.config.token_dim})" for r, m in self.models.items())
+        which = "several resolutions" if fits else "no resolution of this model"
+        raise NervError(f"tokens of shape (n, {', '.join(map(str, shape))}) fit {which} ({takes}); pass res=")
+
     # ----------------------------------------------------------------------------------------
 
     def generate(self, frames: int = 16, res: int | None = None, n: int = 1, class_label: int | str | None = None,
                  steps: int = DEFAULT_STEPS, sampler: str = "ddim", guidance: float = DEFAULT_GUIDANCE,
-                 eta: float = 0.0, seed: int = 0, chunk: int = 16,
-                 progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Sample n videos of `frames` frames; uint8 [n, frames, res, res, 3]."""
-        self.check_frames(frames)
+                 eta: float = 0.0, seed: int = 0, chunk: int = 16, progress: Progress | None = None) -> np.ndarray:
+        """Sample n videos of `frames` frames; uint8 [n, frames, res, res, 3] (all in memory: for many or
+        long videos use `render`, which writes them chunk by chunk)."""
+        check_frames(frames)
+        cfg = self.model(res).config
+        check_fits(n * frames * cfg.res * cfg.res * 3, f"an array of {n} x {frames} frames at {cfg.res}^2",
+                   "write them with Pipeline.render / `nerv-rt generate`, which stream frames into files, or ask for fewer")
         tokens = self.sample_tokens(res, n, class_label, steps, sampler, guidance, eta, seed, progress)
         return self.decode(tokens, frames, res, chunk)
 
     def sample_tokens(self, res: int | None = None, n: int = 1, class_label: int | str | None = None,
                       steps: int = DEFAULT_STEPS, sampler: str = "ddim", guidance: float = DEFAULT_GUIDANCE,
-                      eta: float = 0.0, seed: int = 0, progress: Callable[[int], None] | None = None) -> Array:
-        """Weight tokens (n, N, d_z) in the decoder's scale, as the backend's array type (device-resident
-        on GPU backends: hand them to `decode` without a host copy)."""
-        # 1. Check inputs
+                      eta: float = 0.0, seed: int = 0, progress: Progress | None = None, first: int = 0) -> Array:
+        """Weight tokens (n, N, d_z) of videos first .. first+n-1 of `seed`, in the decoder's scale, as the
+        backend's array type (device-resident on GPU backends: hand them to `decode` without a host copy)."""
+        check_sampling(steps, sampler, guidance, eta, n, seed)
+        m = self.model(res)
+        label = self.class_index(class_label, m.config)
+        videos = [VideoDraw(seed, first + i, label) for i in range(n)]
+        runs = [videos[s:s + m.sample_batch] for s in range(0, n, m.sample_batch)]
+        total, parts = steps * len(runs), []
+        for k, run in enumerate(runs):
+            done = k * steps
+            parts.append(self.sample(run, m.config.res, steps, sampler, guidance, eta,
+                                     None if progress is None else (lambda i, done=done: progress(done + i, total))))
+        return parts[0] if len(parts) == 1 else m.backend.concat(parts)
+
+    def sample(self, videos: Sequence[VideoDraw], res: int | None = None, steps: int = DEFAULT_STEPS,
+               sampler: str = "ddim", guidance: float = DEFAULT_GUIDANCE, eta: float = 0.0,
+               progress: Callable[[int], None] | None = None) -> Array:
+        """One sampling run of the given videos (each its own seed, index and class; a server batches
+        requests this way), at most the backend's batch; tokens (n, N, d_z) in the decoder's scale."""
         m = self.model(res)
         cfg = m.config
-        if sampler not in SAMPLERS:
-            raise NervError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-        if not 1 <= steps <= 1000:
-            raise NervError(f"--steps must be in 1..1000, got {steps}")
-        if n < 1:
-            raise NervError(f"--n must be at least 1, got {n}")
-        class_label = self.class_index(class_label, cfg)
-        if guidance < 0:
-            raise NervError(f"--guidance must be >= 0, got {guidance}")
-        # 2. Seeded host inputs: labels, x_T, per-step noise, coefficient table
-        host = prepare_inputs(seed, n, cfg.tokens, cfg.token_dim, cfg.num_classes, class_label, steps, sampler,
-                              eta, guidance)
-        # 3. Denoising loop: one captured CUDA graph, or step by step
-        if m.backend.can_capture:
-            x = m.captured()((n, steps, sampler, eta, guidance), host).clone()
-            if progress is not None:
-                progress(steps)
-        else:
+        check_sampling(steps, sampler, guidance, eta, len(videos), max((v.seed for v in videos), default=0))
+        if len(videos) > m.sample_batch:
+            raise NervError(f"{len(videos)} videos in one sampling run; the {self.backend_name} engines take at most "
+                            f"{m.sample_batch} (use sample_tokens, which splits)")
+        for v in videos:
+            if v.label is not None and not 0 <= v.label < cfg.num_classes:
+                raise NervError(f"--class must be in 0..{cfg.num_classes - 1}, got {v.label}")
+        # 1. Seeded host inputs: labels, x_T, per-step noise, coefficient table
+        host = prepare_inputs(videos, cfg.tokens, cfg.token_dim, cfg.num_classes, steps, sampler, eta, guidance)
+        # 2. Denoising loop: one captured CUDA graph (None if the capture failed), or step by step
+        x = m.captured()((len(videos), steps, sampler, eta, guidance), host) if m.backend.can_capture else None
+        if x is None:
             x = denoise(m.engine("dit"), DeviceInputs.from_host(m.backend, host), guidance, progress)
-        # 4. Back to the decoder's token scale
+        elif progress is not None:
+            progress(steps)
+        # 3. Back to the decoder's token scale (a new array: a captured graph's output buffer is reused)
         return x * m.token_std
 
     def decode(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
@@ -143,27 +228,44 @@ class Pipeline:
         """Render tokens (n, N, d_z) to uint8 [n, F, H, W, 3], `chunk` frames per decoder call.
 
         Frames are queried at evenly spaced times in [0, 1] (more frames than training interpolate);
-        pass `frame_t` to choose the times yourself (any floats, extrapolation included)."""
-        times = self._decode_times(frames, frame_t, chunk)
-        res_ = self.model(res).config.res
+        pass `frame_t` to choose the times yourself (any floats, extrapolation included). `res` defaults
+        to the resolution whose token shape `tokens` has."""
+        m = self.model_for_tokens(tokens, res)
+        times = self._decode_times(m, frames, frame_t, chunk)
+        res_ = m.config.res
+        check_fits(tokens.shape[0] * len(times) * res_ * res_ * 3, f"an array of {tokens.shape[0]} x {len(times)} "
+                   f"frames at {res_}^2", "use render / iter_frames, which hand frames on chunk by chunk")
         out = np.empty((tokens.shape[0], len(times), res_, res_, 3), np.uint8)
-        for i, s, block in self._chunks(tokens, times, res, chunk):
+        for i, s, block in self._chunks(m, tokens, times, chunk):
             out[i, s:s + len(block)] = block
         return out
 
     def iter_frames(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
                     frame_t: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield (video index, first frame index, uint8 [c, H, W, 3]) one decoder call at a time."""
-        return self._chunks(tokens, self._decode_times(frames, frame_t, chunk), res, chunk)
+        m = self.model_for_tokens(tokens, res)
+        return self._chunks(m, tokens, self._decode_times(m, frames, frame_t, chunk), chunk)
 
-    def render(self, tokens: Array | np.ndarray, path: str | Path, frames: int = 16, res: int | None = None,
-               chunk: int = 16, fps: int = 8, timings: dict | None = None) -> list[Path]:
-        """Decode tokens (n, N, d_z) straight into video files (`save_video` naming), one chunk at a
-        time: unlike `decode`, memory does not grow with the frame count (.mp4 and PNG folders; a .gif
-        is assembled in memory). `timings`, if given, receives decode_s and write_s."""
-        check_output_path(path)
-        times = self._decode_times(frames, None, chunk)
-        paths = output_paths(path, tokens.shape[0])
+    def render(self, tokens: Array | np.ndarray, path: str | Path | Sequence[Path], frames: int = 16,
+               res: int | None = None, chunk: int = 16, fps: float | None = None,
+               timings: dict | None = None) -> list[Path]:
+        """Decode tokens (n, N, d_z) straight into video files, one chunk at a time: unlike `decode`, memory
+        does not grow with the frame count (.mp4 and PNG folders; a .gif is assembled in memory). `path` is
+        one path (several videos go to <stem>-0<ext>, <stem>-1<ext>, ...) or one path per video. `fps` defaults
+        to the rate that keeps the training clip's duration (`default_fps`). `timings`, if given, receives
+        decode_s and write_s."""
+        m = self.model_for_tokens(tokens, res)
+        paths = output_paths(path, tokens.shape[0]) if isinstance(path, (str, Path)) else [Path(p) for p in path]
+        if len(paths) != tokens.shape[0]:
+            raise NervError(f"{len(paths)} output paths for {tokens.shape[0]} videos")
+        for p in paths:
+            check_output_path(p)
+        times = self._decode_times(m, frames, None, chunk)
+        fps = default_fps(m.config, frames) if fps is None else fps
+        check_fps(fps)
+        if any(p.suffix.lower() == ".gif" for p in paths):  # GIF writers need every frame at once
+            check_fits(4 * len(times) * m.config.res ** 2 * 3, f"a .gif of {len(times)} frames at {m.config.res}^2",
+                       "write .mp4 or a PNG folder, which are streamed, or ask for fewer frames")
         decode_s = 0.0
 
         def timed(blocks):  # the decoder's share of the time spent pulling frames into the writer
@@ -178,32 +280,41 @@ class Pipeline:
 
         t0 = time.perf_counter()
         for i, p in enumerate(paths):
-            write_frames(timed(self._chunks(tokens[i:i + 1], times, res, chunk)), p, fps)
+            write_frames(timed(self._chunks(m, tokens[i:i + 1], times, chunk)), p, fps)
         if timings is not None:
             timings.update(decode_s=decode_s, write_s=time.perf_counter() - t0 - decode_s)
         return paths
 
-    def _chunks(self, tokens: Array | np.ndarray, times: np.ndarray, res: int | None,
+    def _chunks(self, m: _Model, tokens: Array | np.ndarray, times: np.ndarray,
                 chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        m = self.model(res)
         if isinstance(tokens, np.ndarray):
             tokens = m.backend.asarray(tokens.astype(np.float32))
-        decoder = m.engine("decoder")
+        decoder, step = m.engine("decoder"), m.decode_chunk(chunk)
         for i in range(tokens.shape[0]):
-            for s in range(0, len(times), chunk):
-                frames_out = decoder(tokens=tokens[i:i + 1], frame_t=m.backend.asarray(times[s:s + chunk]))["frames"]
+            for s in range(0, len(times), step):
+                frames_out = decoder(tokens=tokens[i:i + 1], frame_t=m.backend.asarray(times[s:s + step]))["frames"]
                 yield i, s, to_uint8(m.backend.numpy(frames_out))
 
-    def _decode_times(self, frames: int, frame_t: np.ndarray | None, chunk: int) -> np.ndarray:
+    def _decode_times(self, m: _Model, frames: int, frame_t: np.ndarray | None, chunk: int) -> np.ndarray:
         times = frame_times(frames) if frame_t is None else np.asarray(frame_t, np.float32).reshape(-1)
-        self.check_frames(len(times))
+        check_frames(len(times))
+        if not np.isfinite(times).all():
+            raise NervError("frame times must be finite numbers")
+        self.check_chunk(chunk, m.config.res, len(times))
+        return times
+
+    def check_chunk(self, chunk: int, res: int | None = None, frames: int | None = None) -> None:
+        """Refuse a decoder chunk below 1, or one whose decoder call (of at most `frames` frames) needs more
+        memory than there is."""
         if chunk < 1:
             raise NervError(f"--chunk must be at least 1, got {chunk}")
-        return times
+        cfg, calls = self.model(res).config, min(chunk, frames or chunk)
+        check_fits(calls * decoder_bytes_per_frame(cfg), f"one decoder call of --chunk {calls} frames at {cfg.res}^2",
+                   f"use --chunk {max_chunk(cfg)} or less (frames are decoded chunk by chunk)")
 
     def default_refine_steps(self, res: int | None = None) -> int:
         """The refinement steps `encode` runs when not told: the model's own (config.refine_steps), or 0
-        on backends without autograd (ONNX Runtime, TensorRT), which can only run the encoder."""
+        on backends without autograd (ONNX Runtime, TensorRT, AOTInductor), which can only run the encoder."""
         m = self.model(res)
         return m.config.refine_steps if m.backend.can_refine else 0
 
@@ -242,11 +353,6 @@ class Pipeline:
         if not 0 <= int(label) < cfg.num_classes:
             raise NervError(f"--class must be in 0..{cfg.num_classes - 1}, got {label}")
         return int(label)
-
-    @staticmethod
-    def check_frames(frames: int) -> None:
-        if not 1 <= frames <= MAX_FRAMES:
-            raise NervError(f"--frames must be in 1..{MAX_FRAMES}, got {frames}")
 
     def synchronize(self) -> None:
         for m in self.models.values():

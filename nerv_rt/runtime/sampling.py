@@ -1,18 +1,29 @@
 """The sampling loop over any backend's arrays (numpy or torch), and its seeded host-side inputs.
 
-Everything random is drawn up front from the seed with numpy, so a seed gives the same video on
-every backend; the loop itself is slicing and arithmetic only, so on CUDA it can be captured as
-one graph (runtime/captured.py).
+Everything random about a video is drawn up front from its own stream, numpy's generator seeded with
+(seed, index): video `index` of `seed` is the same video whatever else shares its sampling run (other
+seeds, other batch sizes, a server's batching of requests) and on every backend. The loop itself is
+slicing and arithmetic only, so on CUDA it can be captured as one graph (runtime/captured.py).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..diffusion import cfg_combine, make_sampler, sampler_step
 from ..engines.base import Array, Backend, Engine
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class VideoDraw:
+    """Which video to sample: index `index` of `seed`, of class `label` (None: drawn from the stream)."""
+    seed: int
+    index: int = 0
+    label: int | None = None
 
 
 @dataclass(frozen=True)
@@ -27,12 +38,33 @@ class SamplerInputs:
     guidance: float
 
 
-def prepare_inputs(seed: int, n: int, tokens: int, dim: int, num_classes: int, class_label: int | None,
-                   steps: int, sampler: str, eta: float, guidance: float) -> SamplerInputs:
-    rng = np.random.default_rng(seed)
-    labels = (rng.integers(0, num_classes, n) if class_label is None else np.full(n, class_label)).astype(np.int64)
-    x_T = rng.standard_normal((n, tokens, dim), dtype=np.float32)
-    noise = rng.standard_normal((steps, n, tokens, dim), dtype=np.float32)
+def _stream(v: VideoDraw) -> np.random.Generator:
+    return np.random.default_rng([v.seed, v.index])
+
+
+def video_label(v: VideoDraw, num_classes: int) -> int:
+    """The class video `v` is sampled in: its own, or its stream's first draw."""
+    return v.label if v.label is not None else int(_stream(v).integers(0, num_classes))
+
+
+def draw_video(v: VideoDraw, tokens: int, dim: int, num_classes: int, steps: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(label, x_T (N, d), noise (S, N, d)) of one video from its own stream. The label is always drawn
+    first (video_label), so naming a class keeps the video's noise: the same seed in two classes differs by
+    class only."""
+    rng = _stream(v)
+    drawn = int(rng.integers(0, num_classes))
+    x_T = rng.standard_normal((tokens, dim), dtype=np.float32)
+    noise = rng.standard_normal((steps, tokens, dim), dtype=np.float32)
+    return (drawn if v.label is None else v.label), x_T, noise
+
+
+def prepare_inputs(videos: Sequence[VideoDraw], tokens: int, dim: int, num_classes: int, steps: int, sampler: str,
+                   eta: float, guidance: float) -> SamplerInputs:
+    draws = [draw_video(v, tokens, dim, num_classes, steps) for v in videos]
+    labels = np.array([d[0] for d in draws], np.int64)
+    x_T = np.stack([d[1] for d in draws])
+    noise = np.stack([d[2] for d in draws], axis=1)  # (S, n, N, d)
+    n = len(videos)
     table = make_sampler(sampler, steps, eta)
     use_cfg = guidance != 1.0
     batch = 2 * n if use_cfg else n
@@ -47,16 +79,18 @@ class DeviceInputs:
     """SamplerInputs moved to a backend (the static buffers of a captured loop)."""
     x_T: Array
     noise: Array
-    timesteps: Array
+    timesteps: Array  # (S, B): the table the loop reads
     y: Array
     coeffs: Array
     x_in: Array  # (B, N, d) DiT input buffer, filled every step
+    t_in: Array  # (B,) DiT timestep buffer, filled every step: an engine binds one fixed, aligned address
 
     @classmethod
     def from_host(cls, backend: Backend, s: SamplerInputs) -> DeviceInputs:
         batch = s.y.shape[0]
         x_in = np.zeros((batch, *s.x_T.shape[1:]), np.float32)
-        return cls(*(backend.asarray(a) for a in (s.x_T, s.noise, s.timesteps, s.y, s.coeffs, x_in)))
+        t_in = np.zeros(batch, np.float32)
+        return cls(*(backend.asarray(a) for a in (s.x_T, s.noise, s.timesteps, s.y, s.coeffs, x_in, t_in)))
 
 
 def denoise(dit: Engine, d: DeviceInputs, guidance: float, progress: Callable[[int], None] | None = None) -> Array:
@@ -69,7 +103,8 @@ def denoise(dit: Engine, d: DeviceInputs, guidance: float, progress: Callable[[i
         d.x_in[:n] = x
         if use_cfg:
             d.x_in[n:] = x
-        eps = dit(x_t=d.x_in, t=d.timesteps[i], y=d.y)["eps"]
+        d.t_in[:] = d.timesteps[i]  # a copy into the static buffer, not a view into row i of the table
+        eps = dit(x_t=d.x_in, t=d.t_in, y=d.y)["eps"]
         if use_cfg:
             eps = cfg_combine(eps[:n], eps[n:], guidance)
         x = sampler_step(x, eps, d.noise[i], c_x[i], c_eps[i], c_noise[i])

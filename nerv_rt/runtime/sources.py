@@ -1,5 +1,6 @@
 """What a model source names: `default`, a checkpoint (.pt or save_pretrained folder), an export
-folder, or a folder holding several of those (one per resolution). Torch-free except for .pt files."""
+folder, a folder holding both a checkpoint and its exported graphs (the embedded default), or a
+folder of those (one per resolution). Torch-free except for loading .pt files."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from ..formats import (
     EXPORT_VERSION,
     MANIFEST_FILE,
     read_json,
+    sha256_checkpoint,
 )
 from ..models.presets import ModelConfig
 
@@ -24,18 +26,31 @@ ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
 
 @dataclass
 class ModelSource:
-    kind: str  # "checkpoint" | "export"
+    """One model at one resolution: a checkpoint (torch backends), exported graphs (onnxruntime,
+    tensorrt, aoti), or both."""
+    origin: str  # the source as the user named it ('default', a path), for messages that say what to run
     path: Path
     config: ModelConfig
-    manifest: dict[str, Any] | None = None  # export folders only
+    manifest: dict[str, Any] | None = None  # the export's manifest.json, when `path` holds graphs
+    checkpoint_path: Path | None = None  # a .pt file or a save_pretrained folder, when there are weights
     _checkpoint: Any = field(default=None, repr=False)
 
+    @property
+    def has_graphs(self) -> bool:
+        return self.manifest is not None
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_path is not None
+
     def checkpoint(self):
-        """The loaded checkpoint (checkpoint sources; loaded once, torch needed)."""
+        """The loaded checkpoint (loaded once; needs torch)."""
+        if self.checkpoint_path is None:
+            raise CheckpointError(f"{self.path}: holds exported graphs but no checkpoint weights")
         if self._checkpoint is None:
             from ..checkpoint import load
 
-            self._checkpoint = load(self.path)
+            self._checkpoint = load(self.checkpoint_path)
         return self._checkpoint
 
 
@@ -60,30 +75,38 @@ def _config(raw: Any, path: Path) -> ModelConfig:
         raise CheckpointError(f"{path}: invalid model config ({e})") from None
 
 
-def _single(path: Path) -> ModelSource | None:
+def _single(path: Path, origin: str) -> ModelSource | None:
     if path.is_file():
         from ..checkpoint import load  # torch: only .pt files need it
 
         ckpt = load(path)
-        return ModelSource("checkpoint", path, ckpt.config, _checkpoint=ckpt)
-    if (path / MANIFEST_FILE).is_file():
-        manifest = read_manifest(path)
-        return ModelSource("export", path, _config(manifest.get("config"), path), manifest)
-    if (path / CONFIG_FILE).is_file():
+        return ModelSource(origin, path, ckpt.config, checkpoint_path=path, _checkpoint=ckpt)
+    has_graphs, has_weights = (path / MANIFEST_FILE).is_file(), (path / CONFIG_FILE).is_file()
+    if not (has_graphs or has_weights):
+        return None
+    manifest = read_manifest(path) if has_graphs else None
+    if has_weights:
         meta = read_json(path / CONFIG_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "checkpoint")
-        return ModelSource("checkpoint", path, _config(meta.get("config"), path))
-    return None
+        config = _config(meta.get("config"), path)
+    else:
+        config = _config(manifest.get("config"), path)
+    if manifest is not None and has_weights:
+        # Weights and graphs side by side must be one model: the manifest names the checkpoint it was exported from.
+        if manifest.get("checkpoint", {}).get("sha256") != sha256_checkpoint(path):
+            raise CheckpointError(f"{path}: its ONNX graphs were exported from other weights than the checkpoint "
+                                  "beside them (manifest sha256 differs); export the checkpoint again")
+    return ModelSource(origin, path, config, manifest, path if has_weights else None)
 
 
 def resolve(source: str | Path) -> list[ModelSource]:
     """The models a source holds, sorted by resolution (one resolution each)."""
-    path = source_path(source)
+    path, origin = source_path(source), str(source)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
-    single = _single(path)
+    single = _single(path, origin)
     if single is not None:
         return [single]
-    found = [s for s in (_single(sub) for sub in sorted(path.iterdir()) if sub.is_dir()) if s is not None]
+    found = [s for s in (_single(sub, origin) for sub in sorted(path.iterdir()) if sub.is_dir()) if s is not None]
     if not found:
         raise CheckpointError(f"{path}: not a checkpoint, an export folder, or a folder of those "
                               f"(expected {MANIFEST_FILE} or {CONFIG_FILE})")

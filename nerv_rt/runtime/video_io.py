@@ -4,9 +4,11 @@ Writes are atomic: a temporary file or folder beside the target, renamed when co
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,28 @@ import numpy as np
 from ..errors import NervError
 from ..formats import atomic_path
 
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def list_videos(root: str | Path) -> list[Path]:
+    """Every video file under `root`, sorted; a clear error when there are none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NervError(f"{root}: data folder does not exist")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    if not paths:
+        raise NervError(f"{root}: no videos found (looked for {', '.join(VIDEO_EXTENSIONS)})")
+    return paths
+
+
 FORMATS = {".mp4": "H.264 video", ".gif": "animated GIF", "": "folder of PNG frames"}
 _CRF = {"high": "12", "normal": "18"}
+MAX_FPS = 1000
+
+
+def check_fps(fps: float) -> None:
+    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise NervError(f"--fps must be a number in (0, {MAX_FPS}], got {fps}")
 
 
 def output_paths(path: str | Path, n: int) -> list[Path]:
@@ -43,7 +65,7 @@ def check_output_path(path: str | Path) -> None:
         raise NervError(f"{path}: folder {parent} is not writable ({e.strerror})") from None
 
 
-def save_video(video: np.ndarray, path: str | Path, fps: int = 8, quality: str = "normal") -> list[Path]:
+def save_video(video: np.ndarray, path: str | Path, fps: float = 8, quality: str = "normal") -> list[Path]:
     """Write uint8 frames [F, H, W, 3] (or a batch [n, F, H, W, 3]) to `path`; returns the paths written.
 
     The extension picks the format: .mp4 (H.264, yuv420p), .gif, or no extension for a folder of
@@ -54,13 +76,14 @@ def save_video(video: np.ndarray, path: str | Path, fps: int = 8, quality: str =
         raise NervError(f"save_video expects uint8 [F, H, W, 3] or [n, F, H, W, 3], got {video.dtype} {video.shape}")
     batch = video if video.ndim == 5 else video[None]
     check_output_path(path)
+    check_fps(fps)
     paths = output_paths(path, len(batch))
     for clip, p in zip(batch, paths):
         write_frames([clip], p, fps, quality)
     return paths
 
 
-def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: int = 8, quality: str = "normal") -> None:
+def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: float = 8, quality: str = "normal") -> None:
     """Write one video from uint8 frame chunks [c, H, W, 3] as they come, atomically: .mp4 and PNG
     folders hold one chunk at a time; a .gif is assembled in memory (GIF writers need every frame)."""
     path = Path(path)
@@ -72,14 +95,14 @@ def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: int = 8, quality
         import imageio.v3 as iio
 
         if suffix == ".gif":
-            iio.imwrite(tmp, np.concatenate(list(chunks)), extension=".gif", duration=1000 / fps, loop=0)
+            iio.imwrite(tmp, np.concatenate(list(chunks)), extension=".gif", duration=1000 / float(fps), loop=0)
             return
         frames = (frame for chunk in chunks for frame in chunk)
         for k, frame in enumerate(frames):
             iio.imwrite(tmp / f"frame_{k:05d}.png", frame)
 
 
-def _write_mp4(chunks: Iterable[np.ndarray], path: Path, fps: int, quality: str) -> None:
+def _write_mp4(chunks: Iterable[np.ndarray], path: Path, fps: float, quality: str) -> None:
     import av
 
     with av.open(str(path), mode="w", format="mp4") as container:
@@ -89,7 +112,7 @@ def _write_mp4(chunks: Iterable[np.ndarray], path: Path, fps: int, quality: str)
                 H, W = chunk.shape[1:3]
                 if H % 2 or W % 2:
                     raise NervError(f"{path}: H.264 needs even frame sizes, got {W}x{H}")
-                stream = container.add_stream("libx264", rate=fps)
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
                 stream.options = {"crf": _CRF[quality], "preset": "medium"}
             for frame in chunk:
@@ -142,3 +165,17 @@ def count_frames(path: str | Path) -> int:
             return sum(1 for _ in container.decode(video=0))
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:
         raise NervError(f"{path}: cannot read video ({e})") from None
+
+
+def video_fps(path: str | Path) -> float:
+    """The frame rate a video file declares (its stream's average rate)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate
+    except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:
+        raise NervError(f"{path}: cannot read video ({e})") from None
+    if not rate:
+        raise NervError(f"{path}: the video declares no frame rate")
+    return float(rate)

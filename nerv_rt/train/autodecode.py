@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from .. import checkpoint as ckpt_io
 from ..data.video_folder import VideoFolder
 from ..errors import NervError
-from ..metrics import psnr_from_mse
 from ..runtime.frames import frame_times
 from .common import CsvLog, autocast, check_out_path, lr_at, pick_device, progress_bar, step_generator
-from .losses import reconstruction_loss
+from .losses import psnr_from_mse, reconstruction_loss
 
 
 @dataclass

@@ -65,7 +65,7 @@ def train_vae(data_dir: Path, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
         if d.main:
             check_out_path(out, resume)
         data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
-        model_cfg = replace(model_cfg, num_classes=data.num_classes, class_names=tuple(data.classes))
+        model_cfg = replace(model_cfg, num_classes=data.num_classes, class_names=tuple(data.classes), fps=data.fps)
         return _train(data, out, model_cfg, cfg, d, resume, init, log, show_progress)
     finally:
         teardown()

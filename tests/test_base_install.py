@@ -1,0 +1,65 @@
+"""The base install (README command 1: numpy, onnxruntime, the CLI and video writing; no torch, no extras) runs
+the deploy path: generate, info, reconstruct and eval recon on the embedded default (which ships its graphs) and
+on an export folder. Everything else says in one line which extra to install. Each command runs in a subprocess
+where the extras' modules cannot be imported (nor click, which typer >= 0.20 vendors)."""
+import json
+
+import pytest
+
+from nerv_rt.errors import EXTRA_OF
+from tests.test_cli import assert_clean_error, read_frames, run
+
+BASE_ONLY = (*(m for m, extra in EXTRA_OF.items() if extra), "pytest", "click")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    res = run("data", "synth", "--out", d, "--n", 2, "--seed", 4)  # made with the train extra, read without it
+    assert res.returncode == 0, res.stderr
+    return d
+
+
+@pytest.mark.parametrize("model", ["default", "export"])
+def test_base_install_runs_the_deploy_path(tmp_path, clips, tiny_export, model):
+    model = "default" if model == "default" else str(tiny_export)
+    res = run("generate", "--model", model, "--frames", 4, "--steps", 3, "--out", tmp_path / "c.mp4", without=BASE_ONLY)
+    assert res.returncode == 0, res.stderr
+    assert read_frames(tmp_path / "c.mp4")[0] == 4 and "onnxruntime on cpu" in res.stderr
+    res = run("info", model, "--json", without=BASE_ONLY)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert {d["res"] for d in (info if isinstance(info, list) else [info])} == ({128, 256} if model == "default" else {128})
+    clip = next(clips.rglob("*.mp4"))
+    res = run("reconstruct", clip, "--model", model, "--out", tmp_path / "sbs.mp4", without=BASE_ONLY)
+    assert res.returncode == 0, res.stderr
+    assert read_frames(tmp_path / "sbs.mp4")[1] == (128, 256, 3)
+    res = run("eval", "recon", clips, "--model", model, "--json", without=BASE_ONLY)
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert r["clips"] == 2 and r["refine_steps"] == 0 and r["backend"].startswith("onnxruntime") and r["psnr"] > 0
+
+
+def test_python_api_picks_onnxruntime_without_torch():
+    import subprocess
+    import sys
+
+    from tests.test_cli import HIDE_MODULES, ROOT
+
+    code = HIDE_MODULES.format(hidden=set(BASE_ONLY)) + (
+        "import sys, nerv_rt\npipe = nerv_rt.Pipeline.load('default')\n"
+        "video = pipe.generate(frames=3, steps=2)\nassert video.shape == (1, 3, 128, 128, 3)\n"
+        "assert 'torch' not in sys.modules\nprint(pipe.describe())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "onnxruntime on cpu, fp32"
+
+
+@pytest.mark.parametrize("args,extra", [(["export", "default"], "export"), (["info", "--preset", "L"], "torch"),
+                                        (["generate", "--backend", "torch"], "torch"), (["eval", "gen"], "train"),
+                                        (["train", "classifier"], "train"), (["data", "synth", "--out", "x"], "train"),
+                                        (["bench", "--quick"], "bench")])
+def test_base_install_names_the_extra_for_the_rest(tmp_path, args, extra):
+    res = run(*args, cwd=tmp_path, without=BASE_ONLY)
+    assert_clean_error(res, f'python -m pip install "nerv-rt[{extra}]"')
+    assert list(tmp_path.iterdir()) == []
