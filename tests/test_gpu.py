@@ -21,10 +21,16 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_captured_loop_equals_the_step_loop(tiny_ckpt):
+    import warnings
+
     captured = Pipeline.load(tiny_ckpt, backend="torch-cudagraph")
     steps = Pipeline.load(tiny_ckpt, backend="torch-cudagraph", cuda_graph=False)
     assert captured.model().backend.can_capture and not steps.model().backend.can_capture
-    a, b = captured.sample_tokens(**KW), steps.sample_tokens(**KW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the capture must succeed, not fall back
+        a = captured.sample_tokens(**KW)
+    assert captured.model().graphs_captured == 1
+    b = steps.sample_tokens(**KW)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
@@ -46,14 +52,20 @@ def test_torch_in_low_precision_matches_fp32(tiny_ckpt, precision):
     assert _psnr(low.decode(tokens, frames=8), ref.decode(tokens, frames=8)) >= 35
 
 
-@pytest.mark.skipif(not tensorrt_available(), reason="needs TensorRT")
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-def test_tensorrt_engines(tiny_ckpt, tmp_path, precision):
+@pytest.fixture(scope="module")
+def typed_export(tiny_ckpt, tmp_path_factory):
     from nerv_rt.export.onnx_export import export
+
+    return export(tiny_ckpt, tmp_path_factory.mktemp("trt") / "e", precisions=("fp32", "fp16", "bf16"))
+
+
+@pytest.mark.skipif(not tensorrt_available(), reason="needs TensorRT")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])  # one folder: the second build reuses the timing cache
+def test_tensorrt_engines(tiny_ckpt, typed_export, precision):
     from nerv_rt.export.trt_build import build_engines
     from nerv_rt.runtime.sources import read_manifest
 
-    folder = export(tiny_ckpt, tmp_path / "e", precisions=("fp32", precision))
+    folder = typed_export
     manifest = build_engines(folder, read_manifest(folder), precision)
     assert build_engines(folder, manifest, precision)["engines"] == manifest["engines"]  # same key: reused
     ref = Pipeline.load(tiny_ckpt, backend="torch", device="cuda")
@@ -64,8 +76,7 @@ def test_tensorrt_engines(tiny_ckpt, tmp_path, precision):
     trt.sample_tokens(**{**KW, "n": 3})
     torch.testing.assert_close(trt.sample_tokens(**KW), a)  # a second key, then the first again
     tokens = ref.sample_tokens(**KW)
-    floor = 45 if precision == "fp32" else 35
-    assert _psnr(trt.decode(tokens, frames=20, chunk=20), ref.decode(tokens, frames=20)) >= floor  # chunk > profile: split
+    assert _psnr(trt.decode(tokens, frames=20, chunk=20), ref.decode(tokens, frames=20)) >= 35  # chunk > profile: split
 
 
 @pytest.mark.parametrize("cuda_graph", [False, True])
@@ -79,11 +90,16 @@ def test_onnxruntime_cuda_ep(tiny_ckpt, tiny_export, cuda_graph):
     np.testing.assert_allclose(pipe.sample_tokens(**KW), ref.sample_tokens(**KW).cpu().numpy(), atol=1e-3, rtol=1e-3)
 
 
-def test_aoti_on_cuda(tiny_ckpt, tmp_path):
+def test_aoti_on_cuda_captures_the_loop(tiny_ckpt, tmp_path):
+    import warnings
+
     from nerv_rt.export.onnx_export import export
 
     folder = export(tiny_ckpt, tmp_path / "a", aoti_device="cuda")
     pipe = Pipeline.load(folder, backend="aoti", device="cuda")
-    assert pipe.model().backend.can_capture
     ref = Pipeline.load(tiny_ckpt, backend="torch", device="cuda")
-    torch.testing.assert_close(pipe.sample_tokens(**KW), ref.sample_tokens(**KW), atol=1e-3, rtol=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns and falls back: not here
+        tokens = pipe.sample_tokens(**KW)
+    assert pipe.model().graphs_captured == 1
+    torch.testing.assert_close(tokens, ref.sample_tokens(**KW), atol=1e-3, rtol=1e-3)

@@ -58,8 +58,14 @@ class AotiBackend(Backend):
         self.device, self.precision = device, precision
         self.can_capture = capture and device == "cuda"
         self.specs = graph_specs(source.config)
+        self._runners: dict[str, Any] = {}  # one loaded package (weights on the device) per graph, shared by engines
 
     def engine(self, graph: str) -> AotiEngine:
+        if graph not in self._runners:
+            self._runners[graph] = self._load(graph)
+        return AotiEngine(self.specs[graph], self._runners[graph])
+
+    def _load(self, graph: str):
         from ..export.aoti_export import machine_key
         from ..export.manifest import stale_fields
 
@@ -77,7 +83,9 @@ class AotiBackend(Backend):
         path = self.source.path / e["file"]
         if not path.is_file() or sha256_file(path) != e["sha256"]:
             raise NervError(f"{path}: missing or changed since export; export again with {redo}")
-        return AotiEngine(self.specs[graph], self.torch._inductor.aoti_load_package(str(path)))
+        # The default runner hands calls to a pool of model copies and syncs on CUDA events between them, which a
+        # CUDA graph capture refuses; the single-threaded runner is the one torch documents for capture.
+        return self.torch._inductor.aoti_load_package(str(path), run_single_threaded=self.device == "cuda")
 
     def asarray(self, a: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)

@@ -8,6 +8,7 @@ precision-typed graphs (fp32 inputs and outputs, see export/precision.py).
 from __future__ import annotations
 
 import importlib.metadata
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -63,8 +64,13 @@ class OrtEngine:
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
+            if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # ORT ignores it; honour it as torch does (a Ray
+                opts.intra_op_num_threads = int(os.environ["OMP_NUM_THREADS"])  # replica gets its num_cpus here)
             if self.device == "cuda":
-                providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1" if self.cuda_graph else "0"})]
+                # The CUDA EP computes fp32 MatMul / Conv with TF32 unless told not to: an fp32 graph means fp32
+                # (typed fp16 / bf16 graphs are not affected).
+                providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1" if self.cuda_graph else "0",
+                                                        "use_tf32": "0"})]
             else:
                 providers = ["CPUExecutionProvider"]
                 # The memory-pattern planner keeps a second, pre-planned arena per input shape: on CPU it

@@ -33,7 +33,7 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_backend(name: str, source: ModelSource, device: str = "auto") -> str:
+def resolve_backend(name: str, source: ModelSource, device: str = "auto", precision: str = "fp32") -> str:
     """The concrete backend for `name` (maybe 'auto') and this source on this machine.
 
     auto: tensorrt when engines are built for this GPU; aoti when the source holds AOTInductor packages
@@ -49,12 +49,12 @@ def resolve_backend(name: str, source: ModelSource, device: str = "auto") -> str
     if source.has_graphs and gpu:
         from .trt_backend import engines_ready
 
-        if engines_ready(source):
+        if engines_ready(source, precision):
             return "tensorrt"
     if source.has_graphs and source.manifest.get("aoti") and installed("torch"):
         from .aoti_backend import packages_ready
 
-        if packages_ready(source, "cuda" if gpu else "cpu"):
+        if packages_ready(source, "cuda" if gpu else "cpu", precision):
             return "aoti"
     if source.has_checkpoint and gpu:
         return "torch-cudagraph"
@@ -68,7 +68,7 @@ def open_backend(name: str, source: ModelSource, device: str = "auto", precision
     cuda_graph: capture the sampling loop as CUDA graphs. None = the backend's default: on for
     torch-cudagraph, tensorrt and aoti on CUDA (whole loop), off for onnxruntime (its own per-graph
     option, opt-in)."""
-    name = resolve_backend(name, source, device)
+    name = resolve_backend(name, source, device, precision)
     if name in TORCH_BACKENDS or name == "aoti":
         if not installed("torch"):
             raise missing_extra("torch")

@@ -7,14 +7,16 @@ What the TensorRT headers require and how this module meets it (shared/reference
 - every set_input_shape / set_tensor_address / execute_async_v3 result is checked; a shape outside the
   engine's profile is refused naming the limit (the pipeline splits batches and frame chunks to fit, from
   `max_batch` / `max_frames`);
-- enqueues go to the backend's stream, ordered against torch's current stream both ways (the legacy default
-  stream would cost extra device synchronizations; inside a graph capture the stream joins the capture);
+- enqueues go to a stream of the backend's (from torch's pool, never the legacy default stream, which would cost
+  extra device synchronizations), ordered against torch's current stream both ways; inside a graph capture the
+  stream joins the capture and is always joined back, also when the enqueue fails;
 - `engine()` gives a new execution context on every call, so each captured graph owns one context whose
   bindings nothing changes after capture; contexts run one at a time on one stream, so they share one
   activation buffer (USER_MANAGED allocation), sized to the largest engine.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ except ImportError:  # the CPU machines: TrtBackend calls import_tensorrt() firs
     trt = None  # type: ignore[assignment]
 
 ALIGNMENT = 256  # bytes, for every address bound to an execution context
+MAX_SHAPES = 4  # static buffer sets kept per context (a DiT batch, a full and a last decoder chunk, ...)
 
 
 def _shape(dims: trt.Dims) -> tuple[int, ...]:
@@ -61,14 +64,17 @@ class TrtEngine:
         import torch
 
         self.spec, self.torch, self.stream = spec, torch, backend.stream
-        self.context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if context is None:
+            raise NervError(f"{spec.name} engine: TensorRT could not create an execution context")
+        self.context = context
         self.context.set_device_memory(backend.scratch.data_ptr(), backend.scratch.numel())
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.BF16: torch.bfloat16,
                   trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.dtypes = {n: dtypes[engine.get_tensor_dtype(n)] for n in names}
         self.profile = {n: engine.get_tensor_profile_shape(n, 0) for n in spec.input_names}  # [min, opt, max]
-        self._buffers: dict[tuple, dict[str, Any]] = {}
+        self._buffers: OrderedDict[tuple, dict[str, Any]] = OrderedDict()  # a few shapes: DiT batches, frame chunks
         self._bound: tuple | None = None
 
     def _check_profile(self, name: str, shape: tuple[int, ...]) -> None:
@@ -82,6 +88,7 @@ class TrtEngine:
         context no captured graph has recorded: each captured graph gets a context of its own."""
         key, ctx = tuple(shapes.values()), self.context
         if self._bound != key:
+            self._bound = None  # until every shape and address below is set
             for name, shape in shapes.items():
                 if not ctx.set_input_shape(name, shape):
                     raise NervError(f"{self.spec.name} engine: TensorRT refused input shape {name} {shape}")
@@ -89,6 +96,9 @@ class TrtEngine:
                 empty = lambda n, s: self.torch.empty(s, dtype=self.dtypes[n], device="cuda")  # noqa: E731
                 self._buffers[key] = {**{n: empty(n, s) for n, s in shapes.items()},
                                       **{n: empty(n, _shape(ctx.get_tensor_shape(n))) for n in self.spec.output_names}}
+                if len(self._buffers) > MAX_SHAPES:  # the oldest shape's buffers: bound nowhere now
+                    self._buffers.popitem(last=False)
+            self._buffers.move_to_end(key)
             for name, t in self._buffers[key].items():
                 if t.data_ptr() % ALIGNMENT:
                     raise NervError(f"{self.spec.name} engine: {name} buffer is not {ALIGNMENT}-byte aligned")
@@ -107,9 +117,12 @@ class TrtEngine:
             bufs[name].copy_(inputs[name])  # into the static buffer, on torch's current stream
         current = torch.cuda.current_stream()
         self.stream.wait_stream(current)
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+        try:
+            ok = self.context.execute_async_v3(self.stream.cuda_stream)
+        finally:  # joined back even on failure: a capture with an unjoined stream cannot end
+            current.wait_stream(self.stream)
+        if not ok:
             raise NervError(f"TensorRT execution of the {self.spec.name} engine failed")
-        current.wait_stream(self.stream)
         return {n: bufs[n] if bufs[n].dtype == torch.float32 else bufs[n].float() for n in self.spec.output_names}
 
 

@@ -137,7 +137,8 @@ def _build_one(onnx_path: Path, plan: Path, profiles: dict[str, tuple[tuple[int,
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profiles.items():
         profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
-    config.add_optimization_profile(profile)
+    if config.add_optimization_profile(profile) < 0:
+        raise NervError(f"{onnx_path}: TensorRT refused the optimization profile {profiles}")
     timing = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     if not config.set_timing_cache(timing, False):  # ignore_mismatch=False: a foreign cache is an error
         raise NervError(f"{cache_path}: timing cache made with another GPU or TensorRT; delete it and build again")

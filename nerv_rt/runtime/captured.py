@@ -33,7 +33,7 @@ class _Captured:
 class CapturedSampler:
     def __init__(self, backend: Backend, max_graphs: int = MAX_GRAPHS):
         self.backend, self.max_graphs = backend, max_graphs
-        self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()
+        self.graphs: OrderedDict[tuple, _Captured] = OrderedDict()
         self._failed: set[tuple] = set()
 
     def __call__(self, key: tuple, host: SamplerInputs) -> torch.Tensor | None:
@@ -41,7 +41,7 @@ class CapturedSampler:
         the caller then runs the step loop."""
         if key in self._failed:
             return None
-        if key not in self._graphs:
+        if key not in self.graphs:
             try:
                 cap = self._capture(host)
             except Exception as e:  # an engine that cannot be captured: fall back, once per key
@@ -50,12 +50,12 @@ class CapturedSampler:
                 warnings.warn(f"CUDA graph capture of the sampling loop failed ({type(e).__name__}: {e}); running it "
                               "step by step", RuntimeWarning, stacklevel=2)
                 return None
-            self._graphs[key] = cap
-            if len(self._graphs) > self.max_graphs:
+            self.graphs[key] = cap
+            if len(self.graphs) > self.max_graphs:
                 torch.cuda.synchronize()  # nothing may still run on the evicted graph's buffers
-                self._graphs.popitem(last=False)
-        self._graphs.move_to_end(key)
-        cap = self._graphs[key]
+                self.graphs.popitem(last=False)
+        self.graphs.move_to_end(key)
+        cap = self.graphs[key]
         for static, value in ((cap.inputs.x_T, host.x_T), (cap.inputs.noise, host.noise), (cap.inputs.y, host.y)):
             static.copy_(torch.from_numpy(value))
         cap.graph.replay()

@@ -65,6 +65,11 @@ class _Model:
         return self._captured
 
     @property
+    def graphs_captured(self) -> int:
+        """Whole-loop CUDA graphs captured so far (0 where capture is off or every capture failed)."""
+        return 0 if self._captured is None else len(self._captured.graphs)
+
+    @property
     def sample_batch(self) -> int:
         return self.backend.max_batch or SAMPLE_BATCH
 
