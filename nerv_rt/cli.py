@@ -154,6 +154,9 @@ def export(
                                         "Each is validated against fp32 PyTorch (decoder >= 35 dB)."),
     trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines, one per precision (needs a CUDA GPU "
                              "and tensorrt)."),
+    aoti: bool = typer.Option(False, "--aoti", help="Also compile AOTInductor packages (.pt2) of every graph and "
+                              "precision for --device: the aoti backend, valid on this torch and this CPU / GPU."),
+    device: str = typer.Option("cpu", help="Device the --aoti packages are compiled for: cpu or cuda."),
 ) -> None:
     """Export a checkpoint to ONNX (dit, decoder, encoder) with a manifest; every graph is validated
     against PyTorch on ONNX Runtime and checked against TensorRT's operator list."""
@@ -165,7 +168,7 @@ def export(
 
         import_tensorrt()  # fail before exporting, not after
     with console.status("exporting") as status:
-        folder = run_export(ckpt, out, opset, max_frames, max_batch, ("fp32", *precision),
+        folder = run_export(ckpt, out, opset, max_frames, max_batch, ("fp32", *precision), device if aoti else None,
                             step=lambda s: status.update(f"exporting {s}"))
     _print_export_summary(folder)
     if trt:
@@ -185,6 +188,10 @@ def _print_export_summary(folder: Path) -> None:
                 ops = "all TensorRT-supported" if not v["trt_unsupported_ops"] else f"NOT in TensorRT: {v['trt_unsupported_ops']}"
                 console.print(f"{m.config.res}/{entry['file']}: max |{v['parity_runtime']} - torch fp32| "
                               f"{v['max_abs_err']:.2e}{psnr}; ops {ops}")
+        for file, e in m.manifest.get("aoti", {}).items():
+            v = e["validation"]
+            psnr = f", {v['psnr_db']:.1f} dB" if "psnr_db" in v else ""
+            console.print(f"{m.config.res}/{file}: max |aoti - torch eager fp32| {v['max_abs_err']:.2e}{psnr}")
 
 
 @app.command()
@@ -422,7 +429,7 @@ def train_classifier_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="Folder to write classifier.onnx + classifier.json into "
                              "(default: the shipped asset, nerv_rt/assets/classifier)."),
     clips: int = typer.Option(1024, min=16, help="Training clips of the synthetic set's seed 0."),
-    steps: int = typer.Option(1000, min=1, help="Optimizer steps."),
+    steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     seed: int = typer.Option(0, help="Seed of weights and batches."),
 ) -> None:
     """Train the synthetic-domain video classifier that `eval gen` judges generated clips with (motion kind);
@@ -590,7 +597,8 @@ def serve(
                                   "sampler, guidance) share one sampling run."),
     batch_wait_ms: float = typer.Option(50.0, callback=_number(0, 60000), help="Longest a request waits for others "
                                         "to join its batch."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    host: str | None = typer.Option(None, help="Address to listen on (default: 127.0.0.1; with --address, 0.0.0.0: "
+                                    "every interface, as a cluster's proxies must be reachable)."),
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
     address: str | None = typer.Option(None, help="Join this Ray cluster (e.g. auto, or ray://head:10001) instead "
                                        "of starting Ray here."),

@@ -41,3 +41,12 @@ def tiny_export(tmp_path_factory, tiny_ckpt) -> Path:
     from nerv_rt.export.onnx_export import export
 
     return export(tiny_ckpt, tmp_path_factory.mktemp("export") / "tiny128")
+
+
+@pytest.fixture(scope="session")
+def tiny_aoti_export(tmp_path_factory, tiny_ckpt) -> Path:
+    """The tiny checkpoint exported with AOTInductor packages for this CPU (compiled once per session: about a
+    minute)."""
+    from nerv_rt.export.onnx_export import export
+
+    return export(tiny_ckpt, tmp_path_factory.mktemp("aoti") / "tiny128", aoti_device="cpu")

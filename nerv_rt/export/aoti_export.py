@@ -67,7 +67,8 @@ def _parity(path: Path, reference: torch.nn.Module, spec: GraphSpec, inputs: dic
 
 
 def export_aoti(ckpt, out: Path, device: str, precisions: Sequence[str], trace_dims: dict[str, int],
-                check_dims: dict[str, int], step: Callable[[str], None] | None = None) -> dict[str, Any]:
+                check_dims: dict[str, int], step: Callable[[str], None] | None = None,
+                graphs_wanted: Sequence[str] = GRAPHS) -> dict[str, Any]:
     """Compile every graph of `ckpt` at each precision for `device` into `out`; returns the manifest's "aoti"
     entries {file: {graph, precision, device, sha256, key, validation}}."""
     from ..checkpoint import build_models
@@ -81,7 +82,7 @@ def export_aoti(ckpt, out: Path, device: str, precisions: Sequence[str], trace_d
     entries: dict[str, Any] = {}
     for p in precisions:
         modules = graph_modules(*build_models(ckpt, "cpu"))
-        for name in (g for g in GRAPHS if g in modules):
+        for name in (g for g in GRAPHS if g in modules and g in graphs_wanted):
             spec, path = specs[name], out / package_file(name, device, p)
             if step:
                 step(f"{ckpt.config.res}: {path.name} (AOTInductor)")

@@ -97,16 +97,18 @@ def _validate(reference: nn.Module, spec: GraphSpec, path: Path, num_classes: in
 
 def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, max_frames: int, max_batch: int,
                       precisions: Sequence[str] = ("fp32",), aoti_device: str | None = None,
-                      step: Callable[[str], None] | None = None) -> dict:
+                      step: Callable[[str], None] | None = None, graphs_wanted: Sequence[str] = GRAPHS) -> dict:
     """Write the graphs (fp32, plus each typed precision asked for), with `aoti_device` their AOTInductor
     packages for that device, and the manifest of one checkpoint into the folder `out` (new, or a
-    save_pretrained folder: the graphs go beside the weights)."""
+    save_pretrained folder: the graphs go beside the weights). `graphs_wanted` leaves graphs out (e.g. the
+    encoder, which generation does not run)."""
     for p in precisions:
         if p not in PRECISIONS:
             raise NervError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
     specs = graph_specs(ckpt.config)
-    modules = graph_modules(*build_models(ckpt, "cpu"))
-    typed_modules = {p: {g: m.to(torch_dtype(p)) for g, m in graph_modules(*build_models(ckpt, "cpu")).items()}
+    pick = lambda mods: {g: m for g, m in mods.items() if g in graphs_wanted}  # noqa: E731
+    modules = pick(graph_modules(*build_models(ckpt, "cpu")))
+    typed_modules = {p: {g: m.to(torch_dtype(p)) for g, m in pick(graph_modules(*build_models(ckpt, "cpu"))).items()}
                      for p in precisions if p != "fp32"}
     graphs = {}
     for name in (g for g in GRAPHS if g in modules):
@@ -139,7 +141,7 @@ def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, 
     if aoti_device is not None:
         from .aoti_export import export_aoti
 
-        aoti = export_aoti(ckpt, out, aoti_device, precisions, TRACE_DIMS, CHECK_DIMS, step)
+        aoti = export_aoti(ckpt, out, aoti_device, precisions, TRACE_DIMS, CHECK_DIMS, step, graphs_wanted)
     manifest = {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "config": ckpt.config.to_dict(),
@@ -166,7 +168,7 @@ def default_out_dir(source: str | Path) -> Path:
 def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPSET,
            max_frames: int = DEFAULT_MAX_FRAMES, max_batch: int = DEFAULT_MAX_BATCH,
            precisions: Sequence[str] = ("fp32",), aoti_device: str | None = None,
-           step: Callable[[str], None] | None = None) -> Path:
+           step: Callable[[str], None] | None = None, graphs_wanted: Sequence[str] = GRAPHS) -> Path:
     """Export every model of `source` into `out` (default engines/<name>/); one sub-folder per
     resolution when the source holds several. Atomic: nothing is left at `out` if a step fails."""
     if max_frames < 1 or max_batch < 1:
@@ -181,5 +183,5 @@ def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPS
             folder = tmp if len(models) == 1 else tmp / str(m.config.res)
             folder.mkdir(exist_ok=True)
             export_checkpoint(m.checkpoint(), m.checkpoint_path, folder, opset, max_frames, max_batch, precisions,
-                              aoti_device, step)
+                              aoti_device, step, graphs_wanted)
     return out
