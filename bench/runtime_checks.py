@@ -14,13 +14,10 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
-
-from nerv_rt.bench.cases import hot_path_feeds
+from nerv_rt.bench.cases import engine_medians
 from nerv_rt.bench.memory import run_in_child
 from nerv_rt.bench.suites import BenchConfig, machine_info, random_checkpoint
 from nerv_rt.export.onnx_export import export
@@ -28,30 +25,6 @@ from nerv_rt.formats import atomic_write_text
 from nerv_rt.runtime.pipeline import Pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def medians(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each fn: a warm-up, then `repeats` calls back to back (as in the
-    sampling loop, then the decoding loop; alternating two ONNX Runtime sessions makes their
-    spinning thread pools compete for the cores)."""
-    out = {}
-    for k, fn in fns.items():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        out[k] = float(np.median(times))
-    return out
-
-
-def engine_medians(source: str, backend: str, repeats: int) -> dict[str, float]:
-    """Medians of the decoder (16 frames) and one DiT forward (CFG batch 2) on one backend. Run in a
-    child process per backend: two runtimes' thread pools in one process spin against each other."""
-    m = Pipeline.load(source, backend=backend, device="cpu").model()
-    feeds = hot_path_feeds(m.config, m.backend.asarray)  # the same inputs on both backends
-    return medians({g: (lambda g=g: m.engine(g)(**feeds[g])) for g in feeds}, repeats)
 
 
 def speed(preset_name: str, scratch: Path, repeats: int) -> dict:

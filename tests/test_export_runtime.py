@@ -125,7 +125,7 @@ def test_fractional_frame_times_and_encode(tiny_export):
         pipe.encode(clip[:, :5])
 
 
-def test_pipeline_input_errors(tiny_export):
+def test_pipeline_input_errors(tiny_export, monkeypatch):
     pipe = Pipeline.load(tiny_export, backend="onnxruntime")
     for kwargs, msg in [({"frames": 0}, "--frames"), ({"frames": 5000}, "--frames"), ({"res": 64}, "not available"),
                         ({"sampler": "euler"}, "unknown sampler"), ({"steps": 0}, "--steps"), ({"n": 0}, "--n"),
@@ -139,8 +139,11 @@ def test_pipeline_input_errors(tiny_export):
     for guidance in (float("nan"), float("inf"), -1.0):
         with pytest.raises(NervError, match="--guidance must be a number"):
             pipe.generate(guidance=guidance)
-    with pytest.raises(NervError, match="--chunk 100000 frames at 128\\^2 needs about .* use --chunk"):
-        pipe.decode(pipe.sample_tokens(steps=1), frames=4, chunk=100000)
+    monkeypatch.setattr("nerv_rt.runtime.memory.available_bytes", lambda: 2**30)  # a machine with 1 GB free
+    tokens = pipe.sample_tokens(steps=1)
+    with pytest.raises(NervError, match="--chunk 1000 frames at 128\\^2 needs about 5.4 GB of memory, 0.5 GB is"):
+        pipe.decode(tokens, frames=1000, chunk=1000)
+    assert pipe.decode(tokens, frames=1000, chunk=16).shape == (1, 1000, 128, 128, 3)  # the same frames, in chunks
     with pytest.raises(NervError, match="an array of 100000 x 16 frames"):
         pipe.generate(n=100000, steps=1)
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 SD_VAE_CONFIG = dict(  # Stable Diffusion 1.x VAE (49.5 M decoder parameters)
     in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32, sample_size=512, layers_per_block=2,
     down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
@@ -21,14 +23,38 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 def hot_path_feeds(cfg, asarray: Callable) -> dict[str, dict]:
     """Seeded inputs of the two hot paths of a model config, made with a backend's `asarray`: the
     decoder rendering 16 frames of one video, and one DiT forward at the CFG batch of 2."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     return {"decoder": {"tokens": asarray(rng.standard_normal((1, cfg.tokens, cfg.token_dim), dtype=np.float32)),
                         "frame_t": asarray(np.linspace(0, 1, 16, dtype=np.float32))},
             "dit": {"x_t": asarray(rng.standard_normal((2, cfg.tokens, cfg.token_dim), dtype=np.float32)),
                     "t": asarray(np.array([500.0, 500.0], np.float32)),
                     "y": asarray(np.array([0, cfg.num_classes], np.int64))}}
+
+
+def medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each fn: a warm-up, then `repeats` calls back to back (as in the sampling loop,
+    then the decoding loop; alternating two ONNX Runtime sessions makes their spinning thread pools compete)."""
+    out = {}
+    for k, fn in fns.items():
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[k] = float(np.median(times))
+    return out
+
+
+def engine_medians(source: str, backend: str, repeats: int, graphs: tuple[str, ...] = ("decoder", "dit")) -> dict[str, float]:
+    """Medians of the decoder (16 frames) and one DiT forward (CFG batch 2) on one CPU backend, on the same seeded
+    inputs whatever the backend. Run it in a child process per backend: two runtimes' thread pools in one
+    process spin against each other."""
+    from ..runtime.pipeline import Pipeline
+
+    m = Pipeline.load(source, backend=backend, device="cpu").model()
+    feeds = hot_path_feeds(m.config, m.backend.asarray)
+    return medians({g: (lambda g=g: m.engine(g)(**feeds[g])) for g in graphs}, repeats)
 
 
 def time_runs(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> list[float]:
@@ -53,19 +79,11 @@ def time_runs(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> 
     return times
 
 
-def _gpu_memory(nvml=None) -> dict[str, float]:
-    """The torch allocator's peak and, from NVML (sampled while the case ran), this process's peak GPU memory:
-    TensorRT's and ONNX Runtime's allocations are invisible to the allocator."""
-    import torch
-
-    out = {"allocator_peak_mb": torch.cuda.max_memory_allocated() / 2**20}
-    if nvml is not None:
-        out.update(nvml.result())
-    return out
-
-
-def measured(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> dict:
-    """time_runs on a clean slate: on CUDA the allocator's peak is reset and NVML samples this process meanwhile."""
+def measured(fn: Callable[[], Any], device: str, warmup: int, repeats: int, graph: bool = False) -> dict:
+    """Seconds per call after `warmup` calls (CUDA events on GPU). On CUDA, memory is measured first, over one
+    call on a clean slate: the torch allocator's peak and NVML's figures for this process (sampled by a thread only
+    then, so that it does not compete with the timed calls; TensorRT's and ONNX Runtime's allocations are invisible
+    to the allocator). With `graph`, fn is captured as one CUDA graph inside that window, so its pool counts."""
     if device != "cuda":
         return {"times": time_runs(fn, device, warmup, repeats)}
     import torch
@@ -76,8 +94,11 @@ def measured(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> d
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     with NvmlPeak() as nvml:
-        times = time_runs(fn, device, warmup, repeats)
-    return {"times": times, **_gpu_memory(nvml)}
+        call = _graphed(fn) if graph else fn
+        call()
+        torch.cuda.synchronize()
+    memory = {"allocator_peak_mb": torch.cuda.max_memory_allocated() / 2**20, **nvml.result()}
+    return {"times": time_runs(call, device, warmup, repeats), **memory}
 
 
 def sd_vae_decoder(res: int, frames: int, device: str, precision: str, warmup: int, repeats: int,
@@ -96,8 +117,7 @@ def sd_vae_decoder(res: int, frames: int, device: str, precision: str, warmup: i
     vae = vae.to(device, dtype).eval()
     z = torch.randn(frames, 4, res // 8, res // 8, device=device, dtype=dtype)
     with torch.inference_mode():
-        fn = (lambda: vae.decode(z).sample) if not cuda_graph else _graphed(lambda: vae.decode(z).sample)
-        return measured(fn, device, warmup, repeats)
+        return measured(lambda: vae.decode(z).sample, device, warmup, repeats, graph=cuda_graph)
 
 
 def nerv_decoder(preset_name: str, res: int, frames: int, device: str, precision: str, warmup: int,
@@ -115,8 +135,7 @@ def nerv_decoder(preset_name: str, res: int, frames: int, device: str, precision
     z = torch.randn(1, cfg.tokens, cfg.token_dim, device=device)
     t = torch.linspace(0, 1, frames, device=device)
     with torch.inference_mode():
-        fn = (lambda: dec(z, t)) if not cuda_graph else _graphed(lambda: dec(z, t))
-        return measured(fn, device, warmup, repeats)
+        return measured(lambda: dec(z, t), device, warmup, repeats, graph=cuda_graph)
 
 
 def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -134,8 +153,10 @@ def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
     return graph.replay
 
 
-def dit_forward(preset_name: str, res: int, device: str, precision: str, warmup: int, repeats: int) -> dict:
-    """One bare DiT forward at the CFG batch of one video (2), eager: what a sampler step costs at least."""
+def dit_forward(preset_name: str, res: int, device: str, precision: str, warmup: int, repeats: int,
+                cuda_graph: bool = False) -> dict:
+    """One bare DiT forward at the CFG batch of one video (2): what a sampler step costs at least. Against a
+    captured sampler step, compare a captured forward (`cuda_graph`): eager it is mostly launch overhead."""
     import torch
 
     from ..models.dit import ImplicitDiT
@@ -146,16 +167,23 @@ def dit_forward(preset_name: str, res: int, device: str, precision: str, warmup:
     x = torch.randn(2, cfg.tokens, cfg.token_dim, device=device)
     t, y = torch.tensor([500.0, 500.0], device=device), torch.tensor([0, cfg.num_classes], device=device)
     with torch.inference_mode():
-        return measured(lambda: dit(x, t, y), device, warmup, repeats)
+        return measured(lambda: dit(x, t, y), device, warmup, repeats, graph=cuda_graph)
 
 
 def generation(source: str, backend: str, device: str, precision: str, frames: int, steps: int, sampler: str,
                guidance: float, warmup: int, repeats: int, cuda_graph: bool | None = None) -> dict:
-    """Full generation of one video through the runtime Pipeline, sampling and decoding timed apart: `times`
-    are their sums, `sample_times` / `decode_times` the parts (wall clock after a device sync)."""
+    """Full generation of one video through the runtime Pipeline (`timed_generation`) and the backend that ran it."""
     from ..runtime.pipeline import Pipeline
 
     pipe = Pipeline.load(source, backend=backend, device=device, precision=precision, cuda_graph=cuda_graph)
+    result = timed_generation(pipe, frames, steps, sampler, guidance, warmup, repeats)
+    captured = any(m.graphs_captured or m.backend.cuda_graph for m in pipe.models.values())  # what ran, not what may
+    return {**result, "backend": pipe.backend_name + (" +cuda-graph" if captured else ""), "precision": pipe.precision}
+
+
+def timed_generation(pipe, frames: int, steps: int, sampler: str, guidance: float, warmup: int, repeats: int) -> dict:
+    """Sampling and decoding of one video timed apart (wall clock after a device sync each): `times` are their
+    sums (CUDA events on GPU), `sample_times` / `decode_times` the parts; memory as in `measured`."""
     parts: dict[str, list[float]] = {"sample_times": [], "decode_times": []}
 
     def run():
@@ -169,6 +197,4 @@ def generation(source: str, backend: str, device: str, precision: str, frames: i
         parts["decode_times"].append(time.perf_counter() - t1)
 
     result = measured(run, pipe.device, warmup, repeats)
-    captured = any(m.backend.can_capture or m.backend.cuda_graph for m in pipe.models.values())
-    return {**result, **{k: v[warmup:] for k, v in parts.items()},
-            "backend": pipe.backend_name + (" +cuda-graph" if captured else ""), "precision": pipe.precision}
+    return {**result, **{k: v[-repeats:] for k, v in parts.items()}}  # the timed calls: not the warm-up / memory ones

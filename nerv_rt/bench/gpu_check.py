@@ -11,6 +11,8 @@ one runs); results.json / results.md are rewritten after every step, so what fin
              CUDA graph, sampling and decoding timed apart, per step against one bare DiT forward at the CFG batch
   graph      whole-loop CUDA graph speed-up over eager per sampler step, presets S and L
   memory     16 against 128 frames at 256^2 through `Pipeline.render` (chunked), preset L
+  serve      `nerv-rt serve` (the default model on the GPU) at concurrency 16, batching on and off
+  aoti       AOTInductor packages compiled for the GPU (preset S): decoder and per-step time against torch
 
 `--dry-run` runs the same sequence on the CPU at tiny size (the test suite runs it, so it cannot rot between GPU
 windows). Targets below are the issue's; the paper's A6000 figures stand in their own column.
@@ -36,8 +38,9 @@ from . import cases
 from .memory import run_in_child
 from .suites import PAPER_A6000, SD_VAE_LABEL, nerv_gmacs, sd_vae_gmacs, summarize
 
-STEPS = ("env", "pytest", "decoder", "generator", "graph", "memory")
-TIME_BOX_S = {"env": 30, "pytest": 120, "decoder": 75, "generator": 120, "graph": 60, "memory": 45}  # 7.5 min
+STEPS = ("env", "pytest", "decoder", "generator", "graph", "memory", "serve", "aoti")
+TIME_BOX_S = {"env": 15, "pytest": 110, "decoder": 60, "generator": 95, "graph": 45, "memory": 30, "serve": 75,
+              "aoti": 50}  # 8 min in all; aoti last: a compile that runs over costs no other step
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_DECODER_RATIO = {128: 0.032 / 0.048, 256: 0.133 / 0.260}
 TARGETS = {"decoder latency NeRV-L / SD-VAE at 128^2": ("<=", 0.45), "decoder latency NeRV-L / SD-VAE at 256^2": ("<=", 0.30),
@@ -63,6 +66,9 @@ class CheckConfig:
     repeats: int = 5
     quick_sd_vae: bool = False
     memory_frames: tuple[int, int] = (16, 128)
+    serve_concurrency: int = 16
+    serve_batching: tuple[bool, ...] = (True, False)
+    aoti_graphs: tuple[str, ...] = ("dit", "decoder")
     dry_run: bool = False
     time_box_s: dict[str, float] = field(default_factory=lambda: dict(TIME_BOX_S))
 
@@ -71,7 +77,8 @@ class CheckConfig:
         """The same sequence on the CPU at tiny size, in about a minute."""
         return cls(device="cpu", precision="fp32", decoder_preset="tiny", graph_presets=("tiny",), resolutions=(128,),
                    frames=4, protocols=(("paper", "ddpm", 6), ("fast", "ddim", 3)), warmup=1, repeats=1,
-                   quick_sd_vae=True, memory_frames=(4, 16), dry_run=True)
+                   quick_sd_vae=True, memory_frames=(4, 16), serve_concurrency=2, serve_batching=(True,),
+                   aoti_graphs=("dit",), dry_run=True)
 
     @property
     def graph(self) -> bool:
@@ -114,14 +121,24 @@ def step_env(cfg: CheckConfig) -> dict[str, Any]:
 
 
 def step_pytest(cfg: CheckConfig) -> dict[str, Any]:
-    """`pytest -m gpu` in a subprocess; counts from its summary line, names of what failed."""
-    res = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider",
-                          str(ROOT / "tests")], capture_output=True, text=True, cwd=ROOT)
-    lines = res.stdout.strip().splitlines()
-    summary = lines[-1] if lines else res.stderr.strip()[-300:]
+    """`pytest -m gpu` in a subprocess of its own session, stopped (with everything it started) before the step's
+    time box so that nothing of it runs on during the benchmarks; counts from its summary line."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider",
+                             str(ROOT / "tests")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=cfg.time_box_s["pytest"] - 15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        output += "\npytest stopped at the time box"
+    lines = output.strip().splitlines()
+    summary = lines[-1] if lines else ""
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}
     failures = [ln.split(" ", 1)[1] for ln in lines if ln.startswith(("FAILED", "ERROR"))]
-    return {"exit_code": res.returncode, "summary": summary, **counts, "failures": failures}
+    return {"exit_code": proc.returncode, "summary": summary, **counts, "failures": failures}
 
 
 def _decoder_case(model: str, res: int, cfg: CheckConfig, cuda_graph: bool) -> dict[str, Any]:
@@ -166,31 +183,30 @@ def random_pipeline(preset_name: str, res: int, backend: str, cfg: CheckConfig):
     return Pipeline.from_backend(source, be)
 
 
+def _per_step_ms(pipe, steps: int, sampler: str, cfg: CheckConfig) -> float:
+    """One sampler step, from the slope between sampling `steps` and steps // 5 steps: a run's fixed costs (the
+    noise drawn on the host and copied over, the coefficient table, the final scaling) cancel."""
+    def sample_s(n: int) -> float:
+        run = lambda: (pipe.sample_tokens(steps=n, sampler=sampler, guidance=2.0, seed=0), pipe.synchronize())  # noqa: E731
+        return float(np.median(cases.time_runs(run, cfg.device, cfg.warmup, cfg.repeats)))
+
+    few = max(1, steps // 5)
+    return 1000 * (sample_s(steps) - sample_s(few)) / (steps - few)
+
+
 def _generation(pipe, frames: int, steps: int, sampler: str, cfg: CheckConfig) -> dict[str, Any]:
-    """Sampling and decoding of one video timed apart (after a device sync each), memory as in `cases.measured`."""
-    parts: dict[str, list[float]] = {"sample": [], "decode": []}
-
-    def run():
-        t0 = time.perf_counter()
-        tokens = pipe.sample_tokens(steps=steps, sampler=sampler, guidance=2.0, seed=0)
-        pipe.synchronize()
-        t1 = time.perf_counter()
-        pipe.decode(tokens, frames)
-        pipe.synchronize()
-        parts["sample"].append(t1 - t0)
-        parts["decode"].append(time.perf_counter() - t1)
-
-    r = cases.measured(run, cfg.device, cfg.warmup, cfg.repeats)
-    sample, decode = parts["sample"][cfg.warmup:], parts["decode"][cfg.warmup:]
+    """Sampling and decoding of one video timed apart (`cases.timed_generation`) and one sampler step (`_per_step_ms`)."""
+    r = cases.timed_generation(pipe, frames, steps, sampler, 2.0, cfg.warmup, cfg.repeats)
+    sample, decode = r.pop("sample_times"), r.pop("decode_times")
     return {"latency_s": summarize(r.pop("times")), "sample_s": summarize(sample), "decode_s": summarize(decode),
-            "per_step_ms": 1000 * float(np.median(sample)) / steps, "memory_mb": r}
+            "per_step_ms": _per_step_ms(pipe, steps, sampler, cfg), "memory_mb": r}
 
 
 def step_generator(cfg: CheckConfig) -> dict[str, Any]:
     rows, bare = [], {}
     preset_name = cfg.graph_presets[-1]
     for res in cfg.resolutions:
-        r = cases.dit_forward(preset_name, res, cfg.device, cfg.precision, cfg.warmup, 20 * cfg.repeats)
+        r = cases.dit_forward(preset_name, res, cfg.device, cfg.precision, cfg.warmup, 20 * cfg.repeats, cuda_graph=cfg.graph)
         bare[res] = 1000 * float(np.median(r["times"]))
         for backend in ("torch", "torch-cudagraph") if cfg.graph else ("torch",):
             pipe = random_pipeline(preset_name, res, backend, cfg)
@@ -210,7 +226,7 @@ def step_graph(cfg: CheckConfig) -> dict[str, Any]:
         per_step = {}
         for backend in ("torch", "torch-cudagraph") if cfg.graph else ("torch",):
             pipe = random_pipeline(preset_name, cfg.resolutions[0], backend, cfg)
-            per_step[backend] = _generation(pipe, cfg.frames, steps, sampler, cfg)["per_step_ms"]
+            per_step[backend] = _per_step_ms(pipe, steps, sampler, cfg)
             del pipe
         speedup = per_step["torch"] / per_step["torch-cudagraph"] if "torch-cudagraph" in per_step else None
         rows.append({"preset": preset_name, "per_step_ms": per_step, "speedup": speedup})
@@ -236,8 +252,48 @@ def step_memory(cfg: CheckConfig) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def step_serve(cfg: CheckConfig) -> dict[str, Any]:
+    """The tiny default model behind `nerv-rt serve` on this device, concurrency 16, batching on and off."""
+    import tempfile
+
+    from .serve_load import run_load
+
+    gpu = ["--device", "cuda", "--num-gpus", "1"] if cfg.device == "cuda" else ["--device", "cpu"]
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = run_load(Path(tmp), "default", gpu, cfg.device, "auto", concurrencies=(cfg.serve_concurrency,),
+                       body={"frames": cfg.frames, "steps": cfg.protocols[-1][2]}, batching=cfg.serve_batching)
+    return {"rows": doc["rows"], "speedup": doc["speedup"]}
+
+
+def step_aoti(cfg: CheckConfig) -> dict[str, Any]:
+    """Preset S compiled ahead of time for this device: the decoder and one sampler step against torch."""
+    import tempfile
+
+    from ..export.onnx_export import export
+    from ..runtime.pipeline import Pipeline
+    from .suites import random_checkpoint
+
+    preset_name, res = cfg.graph_presets[0], cfg.resolutions[0]
+    _, sampler, steps = cfg.protocols[-1]
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = random_checkpoint(preset_name, res, Path(tmp))
+        t0 = time.perf_counter()
+        folder = export(ckpt, Path(tmp) / "export", aoti_device=cfg.device, graphs_wanted=cfg.aoti_graphs)
+        compile_s = time.perf_counter() - t0
+        for backend, source in (("torch", ckpt), ("aoti", folder)):
+            pipe = Pipeline.load(source, backend=backend, device=cfg.device)
+            row = {"per_step_ms": _per_step_ms(pipe, steps, sampler, cfg), "graphs_captured": pipe.model().graphs_captured}
+            if "decoder" in cfg.aoti_graphs:
+                tokens = pipe.sample_tokens(steps=1)
+                decode = cases.measured(lambda p=pipe, t=tokens: p.decode(t, cfg.frames), cfg.device, cfg.warmup, cfg.repeats)
+                row["decoder_s"] = summarize(decode.pop("times"))
+            rows[backend] = row
+    return {"preset": preset_name, "res": res, "export_and_compile_s": compile_s, "rows": rows}
+
+
 STEP_FUNCTIONS = {"env": step_env, "pytest": step_pytest, "decoder": step_decoder, "generator": step_generator,
-                  "graph": step_graph, "memory": step_memory}
+                  "graph": step_graph, "memory": step_memory, "serve": step_serve, "aoti": step_aoti}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,19 +336,23 @@ def measured_figures(doc: dict[str, Any]) -> dict[str, float]:
     figures: dict[str, float] = {}
     decoder = _ok(doc, "decoder")
     if decoder:
-        best: dict[tuple[bool, int], dict] = {}  # per (is NeRV, res): the faster of eager / CUDA graph
+        best: dict[tuple[bool, int], dict] = {}  # latency: per (is NeRV, res) the faster of eager / CUDA graph
+        eager: dict[tuple[bool, int], dict] = {}  # memory: eager rows (a graph keeps its pool between calls)
         for r in decoder["rows"]:
             k = (not r["model"].startswith("SD-VAE"), r["res"])
             if k not in best or r["latency_s"]["median"] < best[k]["latency_s"]["median"]:
                 best[k] = r
+            if r["backend"] == "eager":
+                eager[k] = r
         for res in (128, 256):
             if (True, res) in best and (False, res) in best:
                 nerv, sd = best[(True, res)], best[(False, res)]
                 figures[f"decoder latency NeRV-L / SD-VAE at {res}^2"] = nerv["latency_s"]["median"] / sd["latency_s"]["median"]
-                if res == 256:
-                    mem = lambda r: r["memory_mb"].get("nvml_process_peak_mb", r["memory_mb"].get("allocator_peak_mb"))  # noqa: E731
-                    if mem(nerv) and mem(sd):
-                        figures["decoder memory NeRV-L / SD-VAE at 256^2"] = mem(nerv) / mem(sd)
+        if (True, 256) in eager and (False, 256) in eager:
+            mem = lambda r: r["memory_mb"].get("nvml_process_delta_peak_mb", r["memory_mb"].get("allocator_peak_mb"))  # noqa: E731
+            nerv, sd = eager[(True, 256)], eager[(False, 256)]
+            if mem(nerv) and mem(sd):
+                figures["decoder memory NeRV-L / SD-VAE at 256^2"] = mem(nerv) / mem(sd)
     gen = _ok(doc, "generator")
     if gen:
         paper = [r for r in gen["rows"] if r["res"] == 128 and r["protocol"] == "paper"]
@@ -353,14 +413,14 @@ def render_markdown(doc: dict[str, Any]) -> str:
     decoder = _ok(doc, "decoder")
     if decoder:
         lines += ["", f"## Decoder: one {c['frames']}-frame video", "",
-                  "| model | res | backend | GMACs | latency median (s) | allocator peak (GB) | NVML process peak (GB) | "
-                  "paper A6000 latency (s) | paper VRAM (GB) |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | res | backend | GMACs | latency median (s) | allocator peak (GB) | NVML process peak above "
+                  "start (GB) | paper A6000 latency (s) | paper VRAM (GB) |", "|---|---|---|---|---|---|---|---|---|"]
         for r in decoder["rows"]:
             key = "SD-VAE" if r["model"].startswith("SD-VAE") else "NeRV-VAE-L"
             p_lat = PAPER_A6000["decoder_latency_s"][key].get(r["res"], "")
             p_mem = PAPER_A6000["decoder_vram_gb_256"][key] if r["res"] == 256 else ""
             lines.append(f"| {r['model']} | {r['res']} | {r['backend']} | {r['gmacs']:.0f} | {r['latency_s']['median']:.4f} | "
-                         f"{_gb(r, 'allocator_peak_mb')} | {_gb(r, 'nvml_process_peak_mb')} | {p_lat} | {p_mem} |")
+                         f"{_gb(r, 'allocator_peak_mb')} | {_gb(r, 'nvml_process_delta_peak_mb')} | {p_lat} | {p_mem} |")
     gen = _ok(doc, "generator")
     if gen:
         lines += ["", f"## Generator: sampling + decoding one {c['frames']}-frame video", "",
@@ -371,7 +431,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
                          f"{r['latency_s']['median']:.3f} | {r['sample_s']['median']:.3f} | {r['decode_s']['median']:.3f} | "
                          f"{r['per_step_ms']:.2f} | {_gb(r, 'allocator_peak_mb')} | {_gb(r, 'nvml_process_peak_mb')} |")
         lines.append("")
-        lines.append("Bare DiT forward at the CFG batch (eager): " + ", ".join(
+        lines.append(f"Bare DiT forward at the CFG batch ({'CUDA graph' if c['device'] == 'cuda' else 'eager'}): " + ", ".join(
             f"{ms:.2f} ms at {res}^2" for res, ms in gen["bare_dit_forward_ms"].items()) +
             f". Paper (A6000): NeRV-Diffusion-L {PAPER_A6000['generator_latency_s']['NeRV-Diffusion-L'][128]} s / "
             f"{PAPER_A6000['generator_latency_s']['NeRV-Diffusion-L'][256]} s at 128^2 / 256^2.")
@@ -391,6 +451,20 @@ def render_markdown(doc: dict[str, Any]) -> str:
         for r in memory["rows"]:
             lines.append(f"| {r['frames']} | {r['res']} | {r['latency_s']['median']:.3f} | {_gb(r, 'allocator_peak_mb')} | "
                          f"{_gb(r, 'nvml_process_peak_mb')} |")
+    serve = _ok(doc, "serve")
+    if serve:
+        lines += ["", "## nerv-rt serve (default model, concurrency 16)", "", "| batching | clips/s | p50 (s) | p95 (s) | "
+                  "mean videos per run |", "|---|---|---|---|---|"]
+        for r in serve["rows"]:
+            lines.append(f"| {'on' if r['batching'] else 'off'} | {r['clips_per_s']:.2f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | "
+                         f"{r['mean_batch']:.1f} |")
+    aoti = _ok(doc, "aoti")
+    if aoti:
+        lines += ["", f"## AOTInductor, preset {aoti['preset']} at {aoti['res']}^2 (export + compile "
+                  f"{aoti['export_and_compile_s']:.0f} s)", "", "| backend | decoder (s) | per step (ms) |", "|---|---|---|"]
+        for b, r in aoti["rows"].items():
+            decoder = f"{r['decoder_s']['median']:.4f}" if "decoder_s" in r else ""
+            lines.append(f"| {b} | {decoder} | {r['per_step_ms']:.2f} |")
     if doc.get("targets"):
         lines += ["", "## Targets", "", "| target | measured | paper (A6000) | met |", "|---|---|---|---|"]
         for t in doc["targets"]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing as mp
+import os
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -26,6 +28,7 @@ def _reset_peak() -> None:
 
 
 def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue) -> None:
+    os.setsid()  # a session of its own: a time-out kills it with everything it started (servers, pytest)
     try:
         for name in imports:  # library import cost is not the case's memory
             importlib.import_module(name)
@@ -59,7 +62,7 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
             if not proc.is_alive():
                 raise RuntimeError(f"benchmark child process died (exit code {proc.exitcode})") from None
             if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.join()
                 raise TimeoutError(f"{fn.__name__} did not finish within {timeout:g} s") from None
     proc.join()
@@ -69,12 +72,15 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
 
 
 class NvmlPeak:
-    """Peak GPU memory while the block runs, sampled by NVML (nvidia-ml-py) from a background thread: this
-    process's own usage (what the driver charges it: the CUDA context, torch, TensorRT, ONNX Runtime) and the
-    device's used memory above its level at the start. Without NVML the figures are absent, not guessed."""
+    """Peak GPU memory while the block runs, sampled by NVML (nvidia-ml-py) from a background thread on the GPU that
+    torch calls device 0: this process's usage as the driver charges it (CUDA context, torch, TensorRT, ONNX
+    Runtime), also above its level at the start, and the device's used memory above its level at the start. Where
+    NVML is missing, refuses, or does not list this process (another pid namespace), those figures are absent,
+    never zeros."""
 
     def __init__(self, period_s: float = 0.002):
-        self.period_s, self.process_peak, self.device_peak, self.baseline = period_s, 0, 0, 0
+        self.period_s = period_s
+        self.peaks: dict[str, int] = {}
         self._stop = None
 
     def __enter__(self) -> NvmlPeak:
@@ -83,20 +89,31 @@ class NvmlPeak:
 
         try:
             import pynvml
-        except ImportError:
+
+            pynvml.nvmlInit()
+            handle = _nvml_handle(pynvml)
+            pid = os.getpid()
+            mine = lambda: sum(p.usedGpuMemory or 0 for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)  # noqa: E731
+                               if p.pid == pid) or None
+            base_device, base_process = pynvml.nvmlDeviceGetMemoryInfo(handle).used, mine()
+        except Exception:  # no NVML, no permission (MIG, containers): no figures
             return self
-        pynvml.nvmlInit()
-        handle, pid = pynvml.nvmlDeviceGetHandleByIndex(0), os.getpid()
-        self.baseline = pynvml.nvmlDeviceGetMemoryInfo(handle).used
         self._stop = threading.Event()
 
         def sample() -> None:
-            while not self._stop.is_set():
-                procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
-                mine = [p.usedGpuMemory or 0 for p in procs if p.pid == pid]  # absent in a foreign pid namespace
-                self.process_peak = max(self.process_peak, sum(mine))
-                self.device_peak = max(self.device_peak, pynvml.nvmlDeviceGetMemoryInfo(handle).used - self.baseline)
-                self._stop.wait(self.period_s)
+            try:
+                while not self._stop.is_set():
+                    used = {"device": pynvml.nvmlDeviceGetMemoryInfo(handle).used - base_device}
+                    process = mine()
+                    if process is not None:
+                        used["process"] = process
+                        if base_process is not None:
+                            used["process_delta"] = process - base_process
+                    for k, v in used.items():
+                        self.peaks[k] = max(self.peaks.get(k, 0), v)
+                    self._stop.wait(self.period_s)
+            except Exception:  # NVML failed mid-way: what it gave so far is not a peak
+                self.peaks.clear()
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
@@ -111,9 +128,18 @@ class NvmlPeak:
             pynvml.nvmlShutdown()
 
     def result(self) -> dict[str, float]:
-        if self._stop is None:
-            return {}
-        out = {"nvml_device_delta_peak_mb": self.device_peak / 2**20}
-        if self.process_peak:
-            out["nvml_process_peak_mb"] = self.process_peak / 2**20
-        return out
+        names = {"process": "nvml_process_peak_mb", "process_delta": "nvml_process_delta_peak_mb",
+                 "device": "nvml_device_delta_peak_mb"}
+        return {names[k]: v / 2**20 for k, v in self.peaks.items()}
+
+
+def _nvml_handle(pynvml):
+    """NVML's handle of the GPU torch calls device 0 (CUDA_VISIBLE_DEVICES may renumber), by UUID where torch
+    reports it, else NVML's index 0."""
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(0).uuid)
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+    except Exception:
+        return pynvml.nvmlDeviceGetHandleByIndex(0)

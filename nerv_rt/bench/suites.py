@@ -1,6 +1,8 @@
 """Decoder, generator and scaling suites: run each case in a fresh process, collect figures."""
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import platform
 import tempfile
 from collections.abc import Callable
@@ -93,11 +95,11 @@ def summarize(times: list[float]) -> dict:
 
 
 def _memory(result: dict, rss_bytes: int, device: str) -> dict:
-    """peak_mb: on CUDA the NVML per-process peak where NVML sees the process (else the allocator's peak), beside
-    the allocator's peak; on CPU the child's peak RSS above its imports."""
+    """peak_mb: on CUDA the NVML per-process peak above the process's level at the start where NVML sees the
+    process (else the allocator's peak), beside the other figures; on CPU the child's peak RSS above its imports."""
     if device == "cuda":
         mem = {k: v for k, v in result.items() if k.endswith("_mb")}
-        return {"peak_mb": mem.get("nvml_process_peak_mb", mem["allocator_peak_mb"]), **mem}
+        return {"peak_mb": mem.get("nvml_process_delta_peak_mb", mem["allocator_peak_mb"]), **mem}
     return {"peak_mb": rss_bytes / 2**20, "peak_rss_mb": rss_bytes / 2**20}
 
 
@@ -239,17 +241,21 @@ def generator_suite(cfg: BenchConfig, step: Callable[[str], None]) -> list[dict]
 def machine_info(cfg: BenchConfig) -> dict:
     import torch
 
-    info = {"device": cfg.device, "cpu": cpu_name(), "cpu_cores": __import__("os").cpu_count(),
+    info = {"device": cfg.device, "cpu": cpu_name(), "cpu_cores": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
     if cfg.device == "cuda":
         p = torch.cuda.get_device_properties(0)
         info.update(gpu=p.name, gpu_memory_gb=round(p.total_memory / 2**30, 1), compute_capability=f"{p.major}.{p.minor}",
                     cuda=torch.version.cuda)
-    for mod in ("diffusers", "onnxruntime", "onnx", "tensorrt"):
+    for dist in ("diffusers", "onnxruntime", "onnxruntime-gpu", "onnx"):
         try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
+            info[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
+    from ..export.trt_build import import_tensorrt, tensorrt_available
+
+    if tensorrt_available():  # the library itself: tensorrt-stubs alone makes an empty `tensorrt` package
+        info["tensorrt"] = import_tensorrt().__version__
     info["device_name"] = info.get("gpu", info["cpu"])
     return info
