@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from tests.test_cli import ROOT, read_frames, run  # noqa: E402
+from tests.test_cli import ROOT, run
 
 STARTUP_S = 240  # Ray and a replica on two busy cores
 
@@ -30,22 +30,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _request(url: str, body: dict | bytes | None = None, timeout: float = 120) -> tuple[int, dict, bytes]:
+def _request(url: str, body: dict | bytes | None = None, timeout: float = 300) -> tuple[int, dict, bytes]:
+    """(status, headers with lower-case names, body)."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "nerv_rt", "serve", "--port", str(port), "--max-batch", "16",
-                             "--batch-wait-ms", "400"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    log = tmp_path_factory.mktemp("serve") / "stderr.txt"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # never someone else's cluster
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "nerv_rt", "serve", "--port", str(port), "--max-batch", "16",
+                                 "--batch-wait-ms", "400"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + STARTUP_S
     while time.time() < deadline and proc.poll() is None:
@@ -56,16 +59,15 @@ def server():
             pass
         time.sleep(1)
     else:
-        proc.kill()
-        pytest.fail(f"nerv-rt serve did not come up: {proc.stderr.read() if proc.poll() is not None else 'timeout'}")
+        proc.kill()  # Ray's processes die with it (they are tied to the CLI's life)
+        pytest.fail(f"nerv-rt serve did not come up: {log.read_text()[-2000:]}")
     yield url
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: the CLI shuts Serve and Ray down
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the CLI takes Serve and Ray down
     try:
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
-    assert proc.returncode == 0, proc.stderr.read()
+    assert proc.returncode == 0, log.read_text()[-2000:]
 
 
 def _frames(video: bytes, tmp: Path, suffix: str = ".mp4"):
@@ -123,7 +125,13 @@ def test_bad_requests_get_4xx_and_the_service_stays_up(server, body, status, fie
     assert _request(f"{server}/generate", {"frames": 2, "steps": 2})[0] == 200
 
 
-def test_a_killed_replica_is_replaced(server):
+def test_wrong_method_and_route(server):
+    assert _request(f"{server}/generate")[0] == 405
+    status, _, body = _request(f"{server}/nope")
+    assert status == 404 and json.loads(body)["error"].startswith("no route")
+
+
+def test_a_killed_replica_is_replaced(server):  # last: it kills the module's replica
     _, headers, _ = _request(f"{server}/generate", {"frames": 2, "steps": 2})
     pid = int(headers["x-run"].split(":")[0])
     os.kill(pid, signal.SIGKILL)

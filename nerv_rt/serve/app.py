@@ -17,7 +17,7 @@ import itertools
 import os
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ray import serve
@@ -27,7 +27,9 @@ from starlette.responses import JSONResponse, Response
 from ..errors import NervError
 from ..runtime.pipeline import Pipeline, default_fps
 from ..runtime.sampling import VideoDraw, video_label
-from .request import FORMATS, GenerateRequest, RequestError, encode_video, parse_request
+from .request import FORMATS, MAX_BODY_BYTES, GenerateRequest, RequestError, encode_video, parse_request
+
+APP_NAME = "nerv-rt"
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,29 @@ class ServeOptions:
     num_cpus: float = 1.0  # per replica
     num_gpus: float = 0.0  # per replica
 
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> ServeOptions:
+        """From a Serve config's `args` (typed YAML) or `serve run ... key=value` (every value a string)."""
+        unknown = sorted(set(args) - {f.name for f in fields(cls)})
+        if unknown:
+            raise NervError(f"unknown serve option(s) {unknown}; options: {', '.join(f.name for f in fields(cls))}")
+        kinds = {"max_batch": int, "replicas": int, "min_replicas": int, "max_replicas": int, "batch_wait_ms": float,
+                 "num_cpus": float, "num_gpus": float}
+        cast = {k: (None if v in (None, "null", "None") else kinds[k](v)) if k in kinds else v for k, v in args.items()}
+        return cls(**cast)
+
+    def replica_device(self) -> str:
+        """A replica without a GPU of its own runs on the CPU: Ray does not hide the GPUs from it."""
+        return "cpu" if self.device == "auto" and self.num_gpus == 0 else self.device
+
     def check(self) -> None:
         if self.max_batch < 1 or not 0 <= self.batch_wait_ms <= 60_000 or self.replicas < 1:
             raise NervError("--max-batch and --replicas must be >= 1 and --batch-wait-ms in 0..60000")
         if (self.min_replicas is None) != (self.max_replicas is None) or (
-                self.min_replicas is not None and not 0 <= self.min_replicas <= self.max_replicas):
-            raise NervError("autoscaling needs both --min-replicas and --max-replicas, min <= max")
+                self.min_replicas is not None and not (0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1)):
+            raise NervError("autoscaling needs both --min-replicas and --max-replicas, 0 <= min <= max, max >= 1")
+        if self.device == "cuda" and self.num_gpus == 0:
+            raise NervError("--device cuda needs a GPU per replica that Ray reserves: --num-gpus 1 (or a fraction)")
 
 
 @dataclass
@@ -63,8 +82,8 @@ class _Clip:
 class Generator:
     def __init__(self, options: dict[str, Any]):
         self.options = ServeOptions(**options)
-        self.pipe = Pipeline.load(self.options.model, backend=self.options.backend, device=self.options.device,
-                                  precision=self.options.precision)
+        self.pipe = Pipeline.load(self.options.model, backend=self.options.backend,
+                                  device=self.options.replica_device(), precision=self.options.precision)
         self.configs = {r: m.config for r, m in self.pipe.models.items()}
         self.generate.set_max_batch_size(self.options.max_batch)
         self.generate.set_batch_wait_timeout_s(self.options.batch_wait_ms / 1000)
@@ -72,21 +91,30 @@ class Generator:
         self.name = f"{os.getpid()}"
 
     async def __call__(self, request: Request) -> Response:
-        path, method = request.url.path.rstrip("/") or "/", request.method
+        # the path below the application's route prefix (Serve passes the prefix as the ASGI root_path)
+        path = request.scope["path"][len(request.scope.get("root_path", "")):].rstrip("/") or "/"
+        routes = {"/healthz": "GET", "/models": "GET", "/generate": "POST"}
         try:
-            if path == "/healthz" and method == "GET":
+            if path not in routes:
+                raise RequestError(404, None, f"no route {path}; POST /generate, GET /models, GET /healthz")
+            if request.method != routes[path]:
+                return JSONResponse({"error": f"{path} takes {routes[path]}", "field": None}, status_code=405,
+                                    headers={"Allow": routes[path]})
+            if path == "/healthz":
                 return JSONResponse({"status": "ok"})
-            if path == "/models" and method == "GET":
+            if path == "/models":
                 return JSONResponse(self.describe())
-            if path == "/generate" and method == "POST":
-                req = parse_request(await request.body(), self.configs)
-                clip = await self.generate(req)
-                return Response(clip.video, media_type=FORMATS[req.format], headers=clip.headers)
-            raise RequestError(404, None, f"no route {method} {path}; POST /generate, GET /models, GET /healthz")
+            if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+                raise RequestError(413, None, f"request body over {MAX_BODY_BYTES} bytes")
+            req = parse_request(await request.body(), self.configs)
+            clip = await self.generate(req)
+            if isinstance(clip, Exception):  # its sampling run failed; the batch's other runs did not
+                raise clip
+            return Response(clip.video, media_type=FORMATS[req.format], headers=clip.headers)
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
-        except NervError as e:  # a request the model cannot serve after all
-            return JSONResponse({"error": str(e), "field": None}, status_code=422)
+        except Exception as e:  # the request was valid: a failure here is the server's (JSON, not Serve's text 500)
+            return JSONResponse({"error": f"{type(e).__name__}: {e}", "field": None}, status_code=500)
 
     def describe(self) -> dict[str, Any]:
         return {"resolutions": sorted(self.configs), "backend": self.pipe.describe(),
@@ -94,37 +122,46 @@ class Generator:
                                     "tokens": c.tokens} for r, c in self.configs.items()},
                 "batching": {"max_batch": self.options.max_batch, "batch_wait_ms": self.options.batch_wait_ms}}
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)  # both set from the options in __init__
-    async def generate(self, requests: list[GenerateRequest]) -> list[_Clip]:
+    # Size and wait are set from the options in __init__. One batch at a time: the pipeline's engines, buffers and
+    # captured graphs are not for two threads at once; the event loop stays free (to_thread) to queue the next batch.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, max_concurrent_batches=1)
+    async def generate(self, requests: list[GenerateRequest]) -> list[_Clip | Exception]:
         return await asyncio.to_thread(self._run, requests)
 
-    def _run(self, requests: list[GenerateRequest]) -> list[_Clip]:
+    def _run(self, requests: list[GenerateRequest]) -> list[_Clip | Exception]:
         """One sampling run per group of requests that share (res, steps, sampler, guidance)."""
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             groups[r.run_key].append(i)
-        clips: list[_Clip | None] = [None] * len(requests)
+        clips: list[_Clip | Exception | None] = [None] * len(requests)
         for (res, steps, sampler, guidance), members in groups.items():
             batch = self.pipe.model(res).sample_batch
             for start in range(0, len(members), batch):
                 run = members[start:start + batch]
-                run_id = f"{self.name}:{next(self.runs)}"
-                t0 = time.perf_counter()
-                draws = [VideoDraw(requests[i].seed, 0, requests[i].label) for i in run]
-                tokens = self.pipe.sample(draws, res, steps, sampler, guidance)
-                self.pipe.synchronize()
-                sample_ms = 1000 * (time.perf_counter() - t0)
-                for k, i in enumerate(run):
-                    r = requests[i]
-                    t1 = time.perf_counter()
-                    frames = self.pipe.decode(tokens[k:k + 1], r.frames, res)[0]
-                    decode_ms = 1000 * (time.perf_counter() - t1)
-                    video = encode_video(frames, r.format, default_fps(self.configs[res], r.frames))
-                    label = self._label(draws[k], res)
-                    clips[i] = _Clip(video, {"X-Seed": str(r.seed), "X-Class": label, "X-Sample-Ms": f"{sample_ms:.1f}",
-                                             "X-Decode-Ms": f"{decode_ms:.1f}", "X-Batch-Size": str(len(run)),
-                                             "X-Run": run_id, "X-Backend": self.pipe.describe()})
+                try:
+                    self._sample_run(requests, run, clips, res, steps, sampler, guidance)
+                except Exception as e:  # fails this run's requests only
+                    for i in run:
+                        clips[i] = e
         return clips  # type: ignore[return-value]
+
+    def _sample_run(self, requests: list[GenerateRequest], run: list[int], clips: list, res: int, steps: int,
+                    sampler: str, guidance: float) -> None:
+        run_id = f"{self.name}:{next(self.runs)}"
+        t0 = time.perf_counter()
+        draws = [VideoDraw(requests[i].seed, 0, requests[i].label) for i in run]
+        tokens = self.pipe.sample(draws, res, steps, sampler, guidance)
+        self.pipe.synchronize()
+        sample_ms = 1000 * (time.perf_counter() - t0)
+        for k, i in enumerate(run):
+            r = requests[i]
+            t1 = time.perf_counter()
+            frames = self.pipe.decode(tokens[k:k + 1], r.frames, res)[0]
+            decode_ms = 1000 * (time.perf_counter() - t1)
+            video = encode_video(frames, r.format, default_fps(self.configs[res], r.frames))
+            clips[i] = _Clip(video, {"X-Seed": str(r.seed), "X-Class": self._label(draws[k], res),
+                                     "X-Sample-Ms": f"{sample_ms:.1f}", "X-Decode-Ms": f"{decode_ms:.1f}",
+                                     "X-Batch-Size": str(len(run)), "X-Run": run_id, "X-Backend": self.pipe.describe()})
 
     def _label(self, draw: VideoDraw, res: int) -> str:
         cfg = self.configs[res]
@@ -139,11 +176,15 @@ def deployment(options: ServeOptions):
     if options.min_replicas is not None:
         scaling = {"autoscaling_config": {"min_replicas": options.min_replicas, "max_replicas": options.max_replicas,
                                           "target_ongoing_requests": options.max_batch}}
-    return Generator.options(name="Generator", max_ongoing_requests=4 * options.max_batch,
+    # A replica holds what it can batch next; the rest wait at the proxy (bounded: past it, clients get 503 at once);
+    # a replica that goes away first finishes its batches (long runs on a CPU).
+    return Generator.options(name="Generator", max_ongoing_requests=2 * options.max_batch,
+                             max_queued_requests=16 * options.max_batch, graceful_shutdown_timeout_s=300,
                              ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
                              **scaling).bind(asdict(options))
 
 
 def build_app(args: dict[str, Any]):
-    """Application builder for `serve run` / `serve deploy`: args are ServeOptions fields."""
-    return deployment(ServeOptions(**args))
+    """Application builder for `serve deploy` (a config's `args`) and `serve run nerv_rt.serve.app:build_app k=v`:
+    ServeOptions fields."""
+    return deployment(ServeOptions.from_args(args))

@@ -58,7 +58,7 @@ class GenerateRequest:
 def _int(d: dict, field: str, default: int, lo: int, hi: int) -> int:
     v = d.get(field, default)
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise RequestError(422, field, f"{field} must be an integer in {lo}..{hi}, got {v!r}")
+        raise RequestError(422, field, f"{field} must be an integer in {lo}..{hi}, got {v!r}"[:200])
     return v
 
 
@@ -77,8 +77,8 @@ def parse_request(body: bytes, models: dict[int, ModelConfig]) -> GenerateReques
         raise RequestError(400, unknown[0], f"unknown field {unknown[0]!r}; fields: {', '.join(FIELDS)}")
     first = models[min(models)]
     res = d.get("res", first.res)
-    if res not in models:
-        raise RequestError(422, "res", f"res {res!r} is not served; resolutions: {sorted(models)}")
+    if isinstance(res, bool) or not isinstance(res, int) or res not in models:
+        raise RequestError(422, "res", f"res {res!r} is not served; resolutions: {sorted(models)}"[:200])
     cfg = models[res]
     label = d.get("class")
     if label is not None:
@@ -86,20 +86,23 @@ def parse_request(body: bytes, models: dict[int, ModelConfig]) -> GenerateReques
         if isinstance(label, str) and label in names:
             label = names.index(label)
         elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < cfg.num_classes:
-            raise RequestError(422, "class", f"unknown class {label!r}; classes: {', '.join(names) or f'0..{cfg.num_classes - 1}'}")
+            raise RequestError(422, "class", f"unknown class {label!r}; classes: {', '.join(names) or f'0..{cfg.num_classes - 1}'}"[:300])
     sampler = d.get("sampler", "ddim")
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise RequestError(422, "sampler", f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     guidance = d.get("guidance", DEFAULT_GUIDANCE)
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not (
-            math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
-        raise RequestError(422, "guidance", f"guidance must be a number in 0..{MAX_GUIDANCE:g}, got {guidance!r}")
+    try:
+        guidance = float(guidance) if isinstance(guidance, (int, float)) and not isinstance(guidance, bool) else None
+    except OverflowError:  # an integer of hundreds of digits
+        guidance = None
+    if guidance is None or not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
+        raise RequestError(422, "guidance", f"guidance must be a number in 0..{MAX_GUIDANCE:g}, got {d.get('guidance')!r}"[:200])
     fmt = d.get("format", "mp4")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise RequestError(422, "format", f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return GenerateRequest(label=label, seed=_int(d, "seed", 0, 0, MAX_SEED), frames=_int(d, "frames", cfg.frames, 1, MAX_FRAMES),
                            res=res, steps=_int(d, "steps", DEFAULT_STEPS, 1, MAX_STEPS), sampler=sampler,
-                           guidance=float(guidance), format=fmt)
+                           guidance=guidance, format=fmt)
 
 
 def encode_video(frames: np.ndarray, fmt: str, fps: Fraction | float) -> bytes:

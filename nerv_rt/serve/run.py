@@ -1,39 +1,76 @@
-"""`nerv-rt serve`: start Ray (in-process, or join a cluster with an address), run the application, serve until
-Ctrl-C, then shut down what it started."""
+"""`nerv-rt serve`: start a local Ray instance (or join a cluster with an address), run the application, serve
+until Ctrl-C or SIGTERM, then take down what this command started, and only that."""
 from __future__ import annotations
 
 import logging
 import signal
-import threading
+import time
 from collections.abc import Callable
 
-from ..runtime.pipeline import Pipeline
-from .app import ServeOptions, deployment
+from ..engines.select import resolve_backend
+from ..errors import NervError
+from ..runtime.sources import resolve
+from .app import APP_NAME, ServeOptions, deployment
 
-APP_NAME = "nerv-rt"
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
-def serve_until_interrupted(options: ServeOptions, host: str, port: int, address: str | None,
+def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, address: str | None,
                             say: Callable[[str], None] = print) -> None:
     import ray
     from ray import serve
 
-    logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's INFO chatter; its errors still show
     options.check()
-    Pipeline.load(options.model, backend=options.backend, device=options.device, precision=options.precision)  # fail here, in one line
-    ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             configure_logging=False)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    joined = address is not None
+    if not joined:  # the replicas load the model; here only what can be checked without loading it
+        for source in resolve(options.model):
+            resolve_backend(options.backend, source, options.replica_device())
+    host = host or ("0.0.0.0" if joined else "127.0.0.1")  # a cluster's proxies must be reachable from outside
+    # "local": a new Ray instance here, never a cluster that RAY_ADDRESS or a running `ray start` would join
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    for name in ("ray", "ray.serve"):  # Ray's INFO chatter; its warnings and errors still show
+        logging.getLogger(name).setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C (after ray.init, which installs its own handler)
     try:
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(deployment(options), name=APP_NAME, route_prefix="/")
-        replicas = (f"{options.min_replicas}-{options.max_replicas} replicas (autoscaling)" if options.min_replicas is not None
-                    else f"{options.replicas} replica{'s' * (options.replicas > 1)}")
-        say(f"serving {options.model} on http://{host}:{port} ({replicas}, batches of up to {options.max_batch} within "
-            f"{options.batch_wait_ms:g} ms); Ctrl-C stops")
-        stop.wait()
+        serve_was_running = joined and _serve_running()
+        if serve_was_running and APP_NAME in serve.status().applications:
+            raise NervError(f"the cluster at {address} already runs an application named {APP_NAME!r}; "
+                            f"`serve delete {APP_NAME}` it first")
+        try:
+            serve.start(http_options={"host": host, "port": port})
+            serve.run(deployment(options), name=APP_NAME, route_prefix="/")
+            replicas = (f"{options.min_replicas}-{options.max_replicas} replicas (autoscaling)"
+                        if options.min_replicas is not None else f"{options.replicas} replica{'s' * (options.replicas > 1)}")
+            say(f"serving {options.model} on http://{host}:{port} ({replicas}, batches of up to {options.max_batch} "
+                f"within {options.batch_wait_ms:g} ms); Ctrl-C stops. Replica logs: /tmp/ray/session_latest/logs/serve")
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            _take_down(serve, joined, serve_was_running)
     finally:
-        serve.delete(APP_NAME) if address else serve.shutdown()
         ray.shutdown()
+
+
+def _serve_running() -> bool:
+    from ray import serve
+
+    try:
+        serve.status()
+    except Exception:  # no Serve controller on the cluster yet
+        return False
+    return True
+
+
+def _take_down(serve, joined: bool, serve_was_running: bool) -> None:
+    """Delete our application; shut Serve down too where this command started it."""
+    try:
+        if joined and serve_was_running:
+            serve.delete(APP_NAME)
+        else:
+            serve.shutdown()
+    except Exception as e:  # a failed start leaves nothing to delete: keep the error that got us here
+        logging.getLogger(__name__).debug("serve cleanup: %s", e)
