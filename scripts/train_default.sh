@@ -41,4 +41,4 @@ for r in 128 256; do
 done
 
 # 5. package: EMA weights as the DiT, float16 storage, and the exported ONNX graphs beside them
-python -m nerv_rt.assets.package "$RUNS/full128.pt" "$RUNS/full256.pt"
+python -m nerv_rt.export.package "$RUNS/full128.pt" "$RUNS/full256.pt"

@@ -34,7 +34,7 @@ SWAP_T = {**SWAP_X, **SWAP_Y, "zoom_in": "zoom_out", "zoom_out": "zoom_in"}
 class ClassifierTrainConfig:
     clips: int = 1024  # training clips of seed 0 (balanced over the classes)
     heldout: int = 256  # evaluation clips of seed 1
-    steps: int = 1000
+    steps: int = 3000  # measured on 256 held-out clips: 74 % after 1000 steps without coordinates, 85 % after 1500 with
     batch: int = 16
     lr: float = 2e-3
     width: int = 16
@@ -42,18 +42,24 @@ class ClassifierTrainConfig:
 
 
 class MotionClassifier(nn.Module):
-    """[B, 6, 16, 64, 64] (frames + differences) -> (logits [B, classes], features [B, 4 * width])."""
+    """[B, 6, 16, 64, 64] (frames + differences) -> (logits [B, classes], features [B, 4 * width]).
+
+    Two coordinate channels join the input (CoordConv): a zoom is outward or inward motion, which only
+    positions tell apart once features are pooled over the frame."""
 
     def __init__(self, num_classes: int, width: int = 16):
         super().__init__()
-        chans = [6, width, 2 * width, 4 * width, 4 * width]
+        chans = [8, width, 2 * width, 4 * width, 4 * width]
         strides = [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
         self.convs = nn.ModuleList(nn.Conv3d(a, b, 3, s, 1) for a, b, s in zip(chans[:-1], chans[1:], strides))
         self.norms = nn.ModuleList(nn.GroupNorm(4, b) for b in chans[1:])
         self.head = nn.Linear(chans[-1], num_classes)
+        ramp = torch.linspace(-1, 1, INPUT_RES)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(ramp, ramp, indexing="ij"))[None, :, None], persistent=False)
 
     def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = clips
+        B, _, T = clips.shape[:3]
+        x = torch.cat([clips, self.coords.expand(B, -1, T, -1, -1)], dim=1)  # (B, 8, T, 64, 64)
         for conv, norm in zip(self.convs, self.norms):
             x = F.gelu(norm(conv(x)))
         features = x.mean(dim=(2, 3, 4))

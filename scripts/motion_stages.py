@@ -1,0 +1,84 @@
+"""Where a model keeps or loses motion, stage by stage, on held-out synthetic clips (seed 1): the encoder's tokens,
+the default encoding (encoder + refinement), the autodecoder bank of the training clips (a training checkpoint
+holds it), and generation (DiT) at several guidance scales. Motion = mean |last - first frame| (/255) over the
+motion of the real clips; PSNR over whole clips. The numbers behind the README's "Motion" section.
+
+    python scripts/motion_stages.py --model default --bank runs/ad128.pt --data runs/synth128 --json motion.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nerv_rt.data.synthetic import make_clip
+from nerv_rt.evaluate.metrics import motion, psnr
+from nerv_rt.runtime.pipeline import Pipeline
+
+
+def stage(made: list[np.ndarray], real: list[np.ndarray]) -> dict[str, float]:
+    return {"motion_ratio": float(np.mean([motion(m) for m in made]) / np.mean([motion(r) for r in real])),
+            "psnr": float(np.mean([psnr(r, m) for r, m in zip(real, made)]))}
+
+
+def bank_stage(bank_ckpt: Path, data: Path, clips: int) -> dict[str, float]:
+    """The bank's tokens of the first training clips, rendered by that checkpoint's decoder."""
+    import torch
+
+    from nerv_rt import checkpoint as ckpt_io
+    from nerv_rt.data.video_folder import VideoFolder
+
+    ck = ckpt_io.load(bank_ckpt)
+    vae, _ = ckpt_io.build_models(ck)
+    cfg = ck.config
+    folder = VideoFolder(data, cfg.frames, cfg.res)
+    bank = ck.train_state["bank"].view(-1, cfg.tokens, cfg.token_dim)
+    idx = np.linspace(0, len(folder) - 1, clips).astype(int)
+    times = torch.linspace(0, 1, cfg.frames)
+    real, made = [], []
+    with torch.no_grad():
+        for i in idx:
+            video, _ = folder.batch([i], [0.0])
+            to_u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
+            real.append(to_u8(video[0]))
+            made.append(to_u8(vae.decoder(bank[i:i + 1], times)[0]))
+    return stage(made, real)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--res", type=int, default=128)
+    ap.add_argument("--clips", type=int, default=32, help="held-out clips (4 per class)")
+    ap.add_argument("--bank", type=Path, help="a train autodecode checkpoint (its bank) ...")
+    ap.add_argument("--data", type=Path, help="... and the folder it was trained on")
+    ap.add_argument("--guidance", default="1,2,3,4")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    pipe = Pipeline.load(args.model, backend="torch")
+    cfg = pipe.model(args.res).config
+    real = [make_clip(1, i, args.res, cfg.frames)[0] for i in range(args.clips)]
+    out = {"model": args.model, "res": args.res, "clips": args.clips, "real_motion": float(np.mean([motion(r) for r in real]))}
+    for name, steps in (("encoder", 0), ("default_encoding", cfg.refine_steps)):
+        made = [pipe.decode(pipe.encode(r[None], args.res, steps), cfg.frames, args.res)[0] for r in real]
+        out[f"{name}_{steps}_steps"] = stage(made, real)
+        print(name, steps, out[f"{name}_{steps}_steps"], flush=True)
+    if args.bank:
+        out["bank_training_clips"] = bank_stage(args.bank, args.data, args.clips)
+        print("bank", out["bank_training_clips"], flush=True)
+    labels = [i % cfg.num_classes for i in range(args.clips)]  # make_clip's label order is the synthetic set's
+    from nerv_rt.data.synthetic import MOTIONS
+
+    for g in (float(x) for x in args.guidance.split(",")):
+        made = [pipe.generate(frames=cfg.frames, res=args.res, class_label=cfg.class_names.index(MOTIONS[lab]),
+                              guidance=g, seed=i)[0] for i, lab in enumerate(labels)]
+        out[f"generated_guidance_{g:g}"] = {"motion_ratio": stage(made, real)["motion_ratio"]}
+        print("generated", g, out[f"generated_guidance_{g:g}"], flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
