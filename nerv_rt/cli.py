@@ -372,8 +372,10 @@ def train_dit_cmd(
     lr: float = typer.Option(2e-4, help="Peak learning rate."),
     ema: float = typer.Option(0.9999, help="EMA decay of the DiT weights."),
     tokens: str = typer.Option("auto", help="What to learn to generate: bank (the autodecoder's per-video tokens), "
-                               "encoder (posteriors of clips), or auto (bank when --vae holds one)."),
-    clips_per_video: int = typer.Option(4, help="Token sets encoded per video (random clip positions; encoder tokens)."),
+                               "encoder (posteriors of clips), refined (the default encoding: encoder + the model's refinement steps), "
+                               "or auto (bank when --vae holds one)."),
+    clips_per_video: int = typer.Option(4, help="Token sets encoded per video (random clip positions; encoder and "
+                                        "refined tokens)."),
     ckpt_every: int = typer.Option(500, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed."),

@@ -206,6 +206,20 @@ def test_autodecode_fits_decoder_bank_and_encoder(tmp_path, clips, tiny_ckpt):
     assert (stds == 0).all() and labels.tolist() == data.labels
     means, stds, _ = training_tokens(vae, whole, data, DiTTrainConfig(tokens="encoder", clips_per_video=1), torch.device("cpu"))
     assert means.shape == (4, 32, 16) and (stds > 0).all()
+    # refined: the default encoding's tokens (encoder + refinement), which render their clips better
+    refined, stds, _ = training_tokens(vae, whole, data, DiTTrainConfig(tokens="refined", clips_per_video=1),
+                                       torch.device("cpu"))
+    assert refined.shape == means.shape and (stds == 0).all()
+    assert whole.config.refine_steps > 0 and all(n == 16 for n in data.lengths)  # one clip each
+
+    def render_error(tokens):
+        with torch.no_grad():
+            video = torch.cat([data.batch([i], [0.0])[0] for i in range(len(data))])
+            return (vae.decoder(tokens, torch.linspace(0, 1, 16)) - video).pow(2).mean().item()
+
+    assert render_error(refined) < 0.9 * render_error(means)
+    with pytest.raises(NervError, match="no default refinement"):
+        training_tokens(vae, base, data, DiTTrainConfig(tokens="refined"), torch.device("cpu"))
     with pytest.raises(NervError, match="holds no autodecoder bank"):
         training_tokens(vae, base, data, DiTTrainConfig(tokens="bank"), torch.device("cpu"))
     from dataclasses import replace

@@ -27,6 +27,8 @@ from ..diffusion.schedule import (
 from ..diffusion.training import scheduled_sampling_inputs, scheduled_sampling_prob
 from ..errors import NervError
 from ..models.dit import ImplicitDiT
+from ..models.refine import refine_tokens
+from ..runtime.frames import frame_times
 from .common import (
     CsvLog,
     Dist,
@@ -54,15 +56,16 @@ class DiTTrainConfig:
     scheduled_sampling: float = 0.5  # final probability of feeding the model its own estimate
     scheduled_ramp: float = 0.3  # ... reached after this fraction of the steps
     clips_per_video: int = 4  # token sets encoded per video (random clip positions; encoder tokens only)
-    tokens: str = "auto"  # bank | encoder | auto (the autodecoder bank when the VAE checkpoint holds one)
+    tokens: str = "auto"  # bank | encoder | refined | auto (the autodecoder bank when the VAE checkpoint holds one)
     ckpt_every: int = 500
     seed: int = 0
 
 
 @torch.no_grad()
 def encode_dataset(vae, data: VideoFolder, clips_per_video: int, seed: int, device: torch.device,
-                   bar=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Posterior (mean, std) of `clips_per_video` random clips of every video, and their labels."""
+                   bar=None, refine_steps: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Posterior (mean, std) of `clips_per_video` random clips of every video, and their labels. With
+    `refine_steps`, the means are the default encoding's tokens instead (encoder + refinement, std 0)."""
     g = torch.Generator().manual_seed(seed)
     means, stds, labels = [], [], []
     task = bar.add_task("encode clips", total=len(data) * clips_per_video, status="") if bar else None
@@ -70,15 +73,20 @@ def encode_dataset(vae, data: VideoFolder, clips_per_video: int, seed: int, devi
         for s in torch.rand(clips_per_video, generator=g):
             video, label = data.batch([i], [float(s)])
             mean, logvar = vae.encoder(video.to(device))
+            std = (0.5 * logvar).exp()
+            if refine_steps:
+                frame_t = torch.from_numpy(frame_times(data.frames)).to(device)
+                mean = refine_tokens(vae.decoder, mean, frame_t, video.to(device), refine_steps)
+                std = torch.zeros_like(mean)
             means.append(mean[0].cpu())
-            stds.append((0.5 * logvar[0]).exp().cpu())
+            stds.append(std[0].cpu())
             labels.append(int(label[0]))
             if bar:
                 bar.update(task, advance=1)
     return torch.stack(means), torch.stack(stds), torch.tensor(labels)
 
 
-TOKEN_SOURCES = ("auto", "bank", "encoder")
+TOKEN_SOURCES = ("auto", "bank", "encoder", "refined")
 
 
 def training_tokens(vae, base: ckpt_io.Checkpoint, data: VideoFolder, cfg: DiTTrainConfig, device: torch.device,
@@ -87,8 +95,11 @@ def training_tokens(vae, base: ckpt_io.Checkpoint, data: VideoFolder, cfg: DiTTr
     per video, std 0) or the encoder's posteriors of `clips_per_video` clips per video."""
     bank = base.train_state.get("bank") if base.train_state.get("kind") == "autodecode" else None
     source = cfg.tokens if cfg.tokens != "auto" else ("bank" if bank is not None else "encoder")
-    if source == "encoder":
-        return encode_dataset(vae, data, cfg.clips_per_video, cfg.seed, device, bar)
+    if source in ("encoder", "refined"):
+        steps = base.config.refine_steps if source == "refined" else 0
+        if source == "refined" and steps == 0:
+            raise NervError(f"--tokens refined: {base.source} has no default refinement (refine_steps 0)")
+        return encode_dataset(vae, data, cfg.clips_per_video, cfg.seed, device, bar, steps)
     if bank is None:
         raise NervError(f"--tokens bank: {base.source} holds no autodecoder bank (make it with `train autodecode`)")
     if bank.shape[0] != len(data):
