@@ -31,7 +31,7 @@ stage "$RUNS/ad128.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/v
 #    keeps the encoder frozen (at 4x the patches the encoder's share of a step would double its cost)
 stage "$RUNS/vae256.pt" nerv-rt train vae "$RUNS/synth256" --preset tiny --res 256 --steps 300 --batch 4 --lr 1e-3 \
   --gan-start 0.8 --gan-weight 0.02 --ckpt-every 100 --init "$RUNS/ad128.pt" --device "$DEVICE" --out "$RUNS/vae256.pt"
-stage "$RUNS/ad256.pt" nerv-rt train autodecode "$RUNS/synth256" --init "$RUNS/vae256.pt" --steps 2000 \
+stage "$RUNS/ad256.pt" nerv-rt train autodecode "$RUNS/synth256" --init "$RUNS/vae256.pt" --steps 1500 \
   --encoder-weight 0 --device "$DEVICE" --out "$RUNS/ad256.pt"
 
 # 4. implicit DiTs on the autodecoder banks: the tokens that render their clips' motion

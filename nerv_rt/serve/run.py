@@ -3,6 +3,7 @@ until Ctrl-C or SIGTERM, then take down what this command started, and only that
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from ..engines.select import resolve_backend
 from ..errors import NervError
 from ..runtime.sources import resolve
 from .app import APP_NAME, ServeOptions, deployment
+
+PROXY_READY_TIMEOUT_S = 60  # serve.start itself waits 60 s for the proxy
 
 
 def _interrupt(*_) -> None:
@@ -28,6 +31,10 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
         for source in resolve(options.model):
             resolve_backend(options.backend, source, options.replica_device())
     host = host or ("0.0.0.0" if joined else "127.0.0.1")  # a cluster's proxies must be reachable from outside
+    if not joined:
+        # Serve restarts a proxy that is not ready within 5 s, three times over; on a busy small machine a proxy's
+        # start takes longer than that and serve.start fails. Ray's processes read this from the environment.
+        os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", str(PROXY_READY_TIMEOUT_S))
     # "local": a new Ray instance here, never a cluster that RAY_ADDRESS or a running `ray start` would join
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     for name in ("ray", "ray.serve"):  # Ray's INFO chatter; its warnings and errors still show

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Measures the embedded default model (or --model M) on held-out synthetic clips (seed 1): the figures of the
+# README's "The embedded default model" section, as JSON files in $OUT (default: runs/eval-default).
+#
+#   scripts/eval_default.sh                      # about 25 min on the 2-core development machine
+#   scripts/eval_default.sh --model runs/full128.pt --res 128
+#
+# Needs the train extra (torch: the default encoding refines tokens with autograd). Writes:
+#   gen<res>.json     nerv-rt eval gen: motion ratio, class accuracy, confusion, Frechet distance vs its floor
+#   recon<res>.json   nerv-rt eval recon on held-out clips read back from .mp4 (default encoding, encoder alone)
+#   stages<res>.json  scripts/motion_stages.py: motion kept at each stage, generation at guidance 1-4
+#   long<res>.json    --frames 128 of the 16-frame model: motion and frame-to-frame smoothness
+set -euo pipefail
+MODEL=default
+RESES="128 256"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --model) MODEL=$2; shift 2 ;;
+    --res) RESES=$2; shift 2 ;;
+    *) echo "error: unknown option $1 (use --model M, --res R)" >&2; exit 2 ;;
+  esac
+done
+OUT=${OUT:-runs/eval-default}
+mkdir -p "$OUT"
+for r in $RESES; do
+  [ -d "$OUT/heldout$r" ] || nerv-rt data synth --out "$OUT/heldout$r" --n 32 --seed 1 --res "$r"
+  nerv-rt eval gen --model "$MODEL" --res "$r" --n-per-class 16 --json > "$OUT/gen$r.json"
+  nerv-rt eval recon "$OUT/heldout$r" --model "$MODEL" --res "$r" --json > "$OUT/recon$r.json"
+  nerv-rt eval recon "$OUT/heldout$r" --model "$MODEL" --res "$r" --refine-steps 0 --json > "$OUT/recon${r}_encoder.json"
+  python scripts/motion_stages.py --model "$MODEL" --res "$r" --clips 16 --guidance 1,2,3,4 --json "$OUT/stages$r.json"
+  python scripts/long_clip.py --model "$MODEL" --res "$r" --frames 128 --json "$OUT/long$r.json"
+done
