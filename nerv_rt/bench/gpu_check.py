@@ -20,6 +20,7 @@ windows). Targets below are the issue's; the paper's A6000 figures stand in thei
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -142,7 +143,7 @@ def step_pytest(cfg: CheckConfig) -> dict[str, Any]:
 
 
 def _decoder_case(model: str, res: int, cfg: CheckConfig, cuda_graph: bool) -> dict[str, Any]:
-    common = dict(res=res, frames=cfg.frames, device=cfg.device, precision=cfg.precision, warmup=cfg.warmup,
+    common: dict[str, Any] = dict(res=res, frames=cfg.frames, device=cfg.device, precision=cfg.precision, warmup=cfg.warmup,
                   repeats=cfg.repeats, cuda_graph=cuda_graph)
     if model == SD_VAE_LABEL:
         r = cases.sd_vae_decoder(quick=cfg.quick_sd_vae, **common)
@@ -283,10 +284,11 @@ def step_aoti(cfg: CheckConfig) -> dict[str, Any]:
         compile_s = time.perf_counter() - t0
         for backend, source in (("torch", ckpt), ("aoti", folder)):
             pipe = Pipeline.load(source, backend=backend, device=cfg.device)
-            row = {"per_step_ms": _per_step_ms(pipe, steps, sampler, cfg), "graphs_captured": pipe.model().graphs_captured}
+            row: dict[str, Any] = {"per_step_ms": _per_step_ms(pipe, steps, sampler, cfg), "graphs_captured": pipe.model().graphs_captured}
             if "decoder" in cfg.aoti_graphs:
                 tokens = pipe.sample_tokens(steps=1)
-                decode = cases.measured(lambda p=pipe, t=tokens: p.decode(t, cfg.frames), cfg.device, cfg.warmup, cfg.repeats)
+                decode = cases.measured(functools.partial(pipe.decode, tokens, cfg.frames), cfg.device, cfg.warmup,
+                                        cfg.repeats)
                 row["decoder_s"] = summarize(decode.pop("times"))
             rows[backend] = row
     return {"preset": preset_name, "res": res, "export_and_compile_s": compile_s, "rows": rows}
@@ -326,7 +328,7 @@ def run_check(cfg: CheckConfig, out: Path, skip: tuple[str, ...] = (), say=print
     return doc
 
 
-def _ok(doc: dict, step: str) -> dict | None:
+def _ok(doc: dict, step: str) -> dict[str, Any] | None:
     entry = doc["steps"].get(step, {})
     return entry.get("result") if entry.get("status") == "ok" else None
 
@@ -371,7 +373,7 @@ def measured_figures(doc: dict[str, Any]) -> dict[str, float]:
 
 
 def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     if doc["config"]["dry_run"]:
         return out  # tiny models on a CPU: nothing to hold against the paper's targets
     for name, value in measured_figures(doc).items():
@@ -463,8 +465,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += ["", f"## AOTInductor, preset {aoti['preset']} at {aoti['res']}^2 (export + compile "
                   f"{aoti['export_and_compile_s']:.0f} s)", "", "| backend | decoder (s) | per step (ms) |", "|---|---|---|"]
         for b, r in aoti["rows"].items():
-            decoder = f"{r['decoder_s']['median']:.4f}" if "decoder_s" in r else ""
-            lines.append(f"| {b} | {decoder} | {r['per_step_ms']:.2f} |")
+            decoder_s = f"{r['decoder_s']['median']:.4f}" if "decoder_s" in r else ""
+            lines.append(f"| {b} | {decoder_s} | {r['per_step_ms']:.2f} |")
     if doc.get("targets"):
         lines += ["", "## Targets", "", "| target | measured | paper (A6000) | met |", "|---|---|---|---|"]
         for t in doc["targets"]:

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ SD_VAE_LABEL = "SD-VAE"
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 # The paper's table (NeRV-Diffusion, ICLR 2026): A6000, bf16, batch 1. Reference only, never measured here.
-PAPER_A6000 = {
+PAPER_A6000: dict[str, Any] = {
     "decoder_latency_s": {"SD-VAE": {128: 0.048, 256: 0.260}, "NeRV-VAE-L": {128: 0.032, 256: 0.133}},
     "decoder_vram_gb_256": {"SD-VAE": 4.3, "NeRV-VAE-L": 2.6},
     "generator_latency_s": {"NeRV-Diffusion-L": {128: 6.8, 256: 8.2}, "LARP-L": {256: 20.0},
