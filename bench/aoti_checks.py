@@ -47,7 +47,7 @@ def measure(preset: str, res: int, scratch: Path, repeats: int) -> dict:
 
 def render(doc: dict) -> str:
     m = doc["machine"]
-    lines = [f"# AOTInductor on {m['device_name']} (CPU, fp32, torch {m['torch']}, onnxruntime {m.get('onnxruntime')})", "",
+    lines = [f"# AOTInductor on {m['device_name']} (CPU, fp32, torch threads {m['torch_threads']}, torch {m['torch']}, onnxruntime {m.get('onnxruntime')})", "",
              "Random-init models, same inputs on every backend, one child process per backend, median of back-to-back "
              "calls after a warm-up. Speed-ups are against torch eager in the same run.", "",
              "| what | preset | torch eager (ms) | ONNX Runtime (ms) | aoti (ms) | aoti speed-up | ORT speed-up | target aoti >= 1.5x |",
