@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 # Measured on the default 128^2 model before `train autodecode` (8 held-out clips, 20 steps): lr 0.01 /
 # 0.03 / 0.1 / 0.3 -> 24.5 / 25.3 / 26.0 / 25.8 dB. Each step renders a random 4 of the clip's frames: 4x
-# cheaper per step than all 16, and 40 such steps beat 20 steps on every frame (README, "Quality").
+# cheaper per step than all 16, and 40 such steps beat 20 steps on every frame (README, "Token refinement").
 REFINE_LR = 0.1
 FRAMES_PER_STEP = 4
 
