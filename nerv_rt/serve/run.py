@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from unittest import mock
 
 from ..engines.select import resolve_backend
 from ..errors import NervError
@@ -31,15 +32,17 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
         for source in resolve(options.model):
             resolve_backend(options.backend, source, options.replica_device())
     host = host or ("0.0.0.0" if joined else "127.0.0.1")  # a cluster's proxies must be reachable from outside
-    if not joined:
-        # Serve restarts a proxy that is not ready within 5 s, three times over; on a busy small machine a proxy's
-        # start takes longer than that and serve.start fails. Ray's processes read this from the environment.
-        os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", str(PROXY_READY_TIMEOUT_S))
-    # "local": a new Ray instance here, never a cluster that RAY_ADDRESS or a running `ray start` would join
-    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    # Serve restarts a proxy that is not ready within 5 s, three times over; on a busy small machine a proxy's start
+    # takes longer than that and serve.start fails. The Ray processes started here inherit the environment of
+    # ray.init (a user's own setting wins); this process's environment is left as it was.
+    ready = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+    env = {} if joined else {ready: os.environ.get(ready, str(PROXY_READY_TIMEOUT_S))}
+    with mock.patch.dict(os.environ, env):
+        # "local": a new Ray instance here, never a cluster that RAY_ADDRESS or a running `ray start` would join
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     for name in ("ray", "ray.serve"):  # Ray's INFO chatter; its warnings and errors still show
         logging.getLogger(name).setLevel(logging.WARNING)
-    signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C (after ray.init, which installs its own handler)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C (after ray.init, which installs its own handler)
     try:
         serve_was_running = joined and _serve_running()
         if serve_was_running and APP_NAME in serve.status().applications:
@@ -60,16 +63,14 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
             _take_down(serve, joined, serve_was_running)
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _serve_running() -> bool:
-    from ray import serve
+    """Whether the cluster already has a Serve controller (serve.status() answers even when it has none)."""
+    from ray.serve.context import _get_global_client
 
-    try:
-        serve.status()
-    except Exception:  # no Serve controller on the cluster yet
-        return False
-    return True
+    return _get_global_client(raise_if_no_controller_running=False) is not None
 
 
 def _take_down(serve, joined: bool, serve_was_running: bool) -> None:
