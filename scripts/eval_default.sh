@@ -21,12 +21,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 OUT=${OUT:-runs/eval-default}
+PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
+# each output appears whole or not at all: written beside, then renamed
+to() { local out=$1; shift; "$@" > "$out.part" && mv "$out.part" "$out"; }
 for r in $RESES; do
-  [ -d "$OUT/heldout$r" ] || nerv-rt data synth --out "$OUT/heldout$r" --n 32 --seed 1 --res "$r"
-  nerv-rt eval gen --model "$MODEL" --res "$r" --n-per-class 16 --json > "$OUT/gen$r.json"
-  nerv-rt eval recon "$OUT/heldout$r" --model "$MODEL" --res "$r" --json > "$OUT/recon$r.json"
-  nerv-rt eval recon "$OUT/heldout$r" --model "$MODEL" --res "$r" --refine-steps 0 --json > "$OUT/recon${r}_encoder.json"
-  python scripts/motion_stages.py --model "$MODEL" --res "$r" --clips 16 --guidance 1,2,3,4 --json "$OUT/stages$r.json"
-  python scripts/long_clip.py --model "$MODEL" --res "$r" --frames 128 --json "$OUT/long$r.json"
+  if [ ! -d "$OUT/heldout$r" ]; then
+    rm -rf "$OUT/heldout$r.part"
+    nerv-rt data synth --out "$OUT/heldout$r.part" --n 32 --seed 1 --res "$r" && mv "$OUT/heldout$r.part" "$OUT/heldout$r"
+  fi
+  to "$OUT/gen$r.json" nerv-rt eval gen --model "$MODEL" --res "$r" --n-per-class 16 --json
+  to "$OUT/recon$r.json" nerv-rt eval recon "$OUT/heldout$r" --model "$MODEL" --res "$r" --json
+  to "$OUT/recon${r}_encoder.json" nerv-rt eval recon "$OUT/heldout$r" --model "$MODEL" --res "$r" --refine-steps 0 --json
+  "$PYTHON" scripts/motion_stages.py --model "$MODEL" --res "$r" --clips 16 --guidance 1,2,3,4 --json "$OUT/stages$r.json"
+  "$PYTHON" scripts/long_clip.py --model "$MODEL" --res "$r" --frames 128 --json "$OUT/long$r.json"
 done

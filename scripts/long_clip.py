@@ -2,8 +2,8 @@
 rendered at 16 and at 128 frames over the same 2 s (decoder times k / (F - 1)). Reports, in /255:
 
 - motion: mean |last - first frame|, at 16 and at 128 frames (the same two times, so they should agree);
-- step: mean |frame k+1 - frame k|; smooth interpolation makes the 128-frame step about 1/8 of the 16-frame one
-  (step_ratio ~ 0.125-0.2; 1.0 would be the 16 frames repeated, 0 a still);
+- step: mean |frame k+1 - frame k|; evenly interpolated motion makes the 128-frame step (F16 - 1) / (F - 1) =
+  15/127 = 0.118 of the 16-frame one (step_ratio; 1.0 would be the 16 frames repeated, 0 a still);
 - jerk: largest step over the mean step at 128 frames (1 is perfectly even motion; a clip that holds still and
   then jumps gives up to 8).
 

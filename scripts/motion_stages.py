@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--guidance", default="1,2,3,4")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if (args.bank is None) != (args.data is None):
+        ap.error("--bank and --data go together")
     pipe = Pipeline.load(args.model, backend="torch")
     cfg = pipe.model(args.res).config
     real = [make_clip(1, i, args.res, cfg.frames)[0] for i in range(args.clips)]
