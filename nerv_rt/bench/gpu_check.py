@@ -37,7 +37,7 @@ import numpy as np
 from ..formats import atomic_write_text
 from . import cases
 from .memory import run_in_child
-from .suites import PAPER_A6000, SD_VAE_LABEL, nerv_gmacs, sd_vae_gmacs, summarize
+from .suites import PAPER_A6000, SD_VAE_LABEL, nerv_gmacs, paper_decoder, sd_vae_gmacs, summarize
 
 STEPS = ("env", "pytest", "decoder", "generator", "graph", "memory", "serve", "aoti")
 TIME_BOX_S = {"env": 15, "pytest": 110, "decoder": 60, "generator": 95, "graph": 45, "memory": 30, "serve": 75,
@@ -423,9 +423,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
                   "| model | res | backend | GMACs | latency median (s) | allocator peak (GB) | NVML process peak above "
                   "start (GB) | paper A6000 latency (s) | paper VRAM (GB) |", "|---|---|---|---|---|---|---|---|---|"]
         for r in decoder["rows"]:
-            key = "SD-VAE" if r["model"].startswith("SD-VAE") else "NeRV-VAE-L"
-            p_lat = PAPER_A6000["decoder_latency_s"][key].get(r["res"], "")
-            p_mem = PAPER_A6000["decoder_vram_gb_256"][key] if r["res"] == 256 else ""
+            latency, vram = paper_decoder(r["model"])
+            p_lat, p_mem = latency.get(r["res"], ""), vram if r["res"] == 256 else ""
             lines.append(f"| {r['model']} | {r['res']} | {r['backend']} | {r['gmacs']:.0f} | {r['latency_s']['median']:.4f} | "
                          f"{_gb(r, 'allocator_peak_mb')} | {_gb(r, 'nvml_process_delta_peak_mb')} | {p_lat} | {p_mem} |")
     gen = _ok(doc, "generator")

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..formats import atomic_path, atomic_write_text
-from .suites import PAPER_A6000, BenchConfig
+from .suites import PAPER_A6000, BenchConfig, paper_decoder
 
 TARGETS = {  # the paper's ratios NeRV-L / SD-VAE (A6000): latency 0.032/0.048, 0.133/0.260; VRAM 2.6/4.3
     "latency_ratio_128": 0.67, "latency_ratio_256": 0.51, "memory_ratio_256": 0.6,
@@ -73,9 +73,8 @@ def render_markdown(doc: dict) -> str:
                   "| model | res | tokens | GMACs | latency median (s) | p90 (s) | peak memory (GB) | paper A6000 latency (s) | paper VRAM (GB) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in doc["decoder"]:
-            paper_key = "SD-VAE" if r["model"].startswith("SD-VAE") else "NeRV-VAE-L"
-            p_lat = PAPER_A6000["decoder_latency_s"][paper_key].get(r["res"], "")
-            p_mem = PAPER_A6000["decoder_vram_gb_256"][paper_key] if r["res"] == 256 else ""
+            latency, vram = paper_decoder(r["model"])
+            p_lat, p_mem = latency.get(r["res"], ""), vram if r["res"] == 256 else ""
             lines.append(f"| {r['model']} | {r['res']} | {r['tokens']} | {r['gmacs']:.0f} | {r['latency_s']['median']:.3f} | "
                          f"{r['latency_s']['p90']:.3f} | {_mem(r)} | {p_lat} | {p_mem} |")
         lines += ["", "| ratio NeRV / SD-VAE | measured | paper (A6000) | target met |", "|---|---|---|---|"]

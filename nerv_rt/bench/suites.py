@@ -31,6 +31,12 @@ PAPER_A6000: dict[str, Any] = {
 }
 
 
+def paper_decoder(model: str) -> tuple[dict[int, float], float]:
+    """The paper's decoder figures for a bench row's model label: (latency in s by resolution, VRAM in GB at 256^2)."""
+    key = "SD-VAE" if model.startswith("SD-VAE") else "NeRV-VAE-L"
+    return PAPER_A6000["decoder_latency_s"][key], PAPER_A6000["decoder_vram_gb_256"][key]
+
+
 @dataclass
 class BenchConfig:
     suite: str = "decoder"
