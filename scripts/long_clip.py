@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nerv_rt.evaluate.metrics import motion
 from nerv_rt.runtime.pipeline import Pipeline
 
 
@@ -40,8 +41,7 @@ def main() -> None:
         tokens = pipe.sample_tokens(args.res, 1, label, seed=args.seed)
         short, long = (pipe.decode(tokens, f, args.res)[0] for f in (cfg.frames, args.frames))
         s_short, s_long = steps(short), steps(long)
-        per_class[name] = {"motion_short": float(np.abs(short[-1].astype(np.float32) - short[0]).mean()),
-                           "motion_long": float(np.abs(long[-1].astype(np.float32) - long[0]).mean()),
+        per_class[name] = {"motion_short": motion(short), "motion_long": motion(long),
                            "step_ratio": float(s_long.mean() / max(s_short.mean(), 1e-6)),
                            "jerk": float(s_long.max() / max(s_long.mean(), 1e-6))}
         print(name, {k: round(v, 3) for k, v in per_class[name].items()}, flush=True)

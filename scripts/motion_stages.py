@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from nerv_rt.data.synthetic import make_clip
-from nerv_rt.evaluate.metrics import motion, psnr
+from nerv_rt.evaluate.metrics import motion, motion_ratio, psnr
+from nerv_rt.runtime.frames import frame_times, to_uint8
 from nerv_rt.runtime.pipeline import Pipeline
 
 
 def stage(made: list[np.ndarray], real: list[np.ndarray]) -> dict[str, float]:
-    return {"motion_ratio": float(np.mean([motion(m) for m in made]) / np.mean([motion(r) for r in real])),
+    return {"motion_ratio": motion_ratio(made, real),
             "psnr": float(np.mean([psnr(r, m) for r, m in zip(real, made)]))}
 
 
@@ -36,14 +37,13 @@ def bank_stage(bank_ckpt: Path, data: Path, clips: int) -> dict[str, float]:
     folder = VideoFolder(data, cfg.frames, cfg.res)
     bank = ck.train_state["bank"].view(-1, cfg.tokens, cfg.token_dim)
     idx = np.linspace(0, len(folder) - 1, clips).astype(int)
-    times = torch.linspace(0, 1, cfg.frames)
+    times = torch.from_numpy(frame_times(cfg.frames))
     real, made = [], []
     with torch.no_grad():
         for i in idx:
             video, _ = folder.batch([i], [0.0])
-            to_u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
-            real.append(to_u8(video[0]))
-            made.append(to_u8(vae.decoder(bank[i:i + 1], times)[0]))
+            real.append(to_uint8(video[0].numpy()))
+            made.append(to_uint8(vae.decoder(bank[i:i + 1], times)[0].numpy()))
     return stage(made, real)
 
 

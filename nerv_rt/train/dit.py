@@ -69,13 +69,13 @@ def encode_dataset(vae, data: VideoFolder, clips_per_video: int, seed: int, devi
     g = torch.Generator().manual_seed(seed)
     means, stds, labels = [], [], []
     task = bar.add_task("encode clips", total=len(data) * clips_per_video, status="") if bar else None
+    frame_t = torch.from_numpy(frame_times(data.frames)).to(device)
     for i in range(len(data)):
         for s in torch.rand(clips_per_video, generator=g):
             video, label = data.batch([i], [float(s)])
             mean, logvar = vae.encoder(video.to(device))
             std = (0.5 * logvar).exp()
             if refine_steps:
-                frame_t = torch.from_numpy(frame_times(data.frames)).to(device)
                 mean = refine_tokens(vae.decoder, mean, frame_t, video.to(device), refine_steps)
                 std = torch.zeros_like(mean)
             means.append(mean[0].cpu())
