@@ -5,9 +5,6 @@ serving, and a killed replica is replaced."""
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,15 +16,9 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from tests.test_cli import ROOT, run
+from tests.test_cli import run
 
 STARTUP_S = 240  # Ray and a replica on two busy cores
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(url: str, body: dict | bytes | None = None, timeout: float = 300) -> tuple[int, dict, bytes]:
@@ -42,32 +33,12 @@ def _request(url: str, body: dict | bytes | None = None, timeout: float = 300) -
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "stderr.txt"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # never someone else's cluster
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "nerv_rt", "serve", "--port", str(port), "--max-batch", "16",
-                                 "--batch-wait-ms", "400"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + STARTUP_S
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if _request(f"{url}/healthz", timeout=5)[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(1)
-    else:
-        proc.kill()  # Ray's processes die with it (they are tied to the CLI's life)
-        pytest.fail(f"nerv-rt serve did not come up: {log.read_text()[-2000:]}")
-    yield url
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: the CLI takes Serve and Ray down
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    assert proc.returncode == 0, log.read_text()[-2000:]
+def server():
+    from nerv_rt.bench.serve_load import Server
+
+    with Server(["--max-batch", "16", "--batch-wait-ms", "400"], startup_s=STARTUP_S) as running:
+        yield running.url
+    assert running.proc.returncode == 0, running.stderr[-2000:]  # Ctrl-C took Serve and Ray down cleanly
 
 
 def _frames(video: bytes, tmp: Path, suffix: str = ".mp4"):

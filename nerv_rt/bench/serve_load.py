@@ -49,7 +49,8 @@ def post(url: str, body: dict[str, Any], timeout: float = 600) -> tuple[int, dic
 class Server:
     """`nerv-rt serve` in a subprocess of its own (stopped with Ctrl-C, as a user would)."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], startup_s: float = STARTUP_S):
+        self.startup_s, self.stderr = startup_s, ""
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="nerv-rt-serve-", suffix=".log", delete=False)
@@ -58,7 +59,7 @@ class Server:
                                      stdout=subprocess.DEVNULL, stderr=self.log, env=env, start_new_session=True)
 
     def __enter__(self) -> Server:
-        deadline = time.time() + STARTUP_S
+        deadline = time.time() + self.startup_s
         while time.time() < deadline and self.proc.poll() is None:
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as r:
@@ -75,6 +76,8 @@ class Server:
             self.proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.stderr = Path(self.log.name).read_text()  # kept for the caller: how the server ended
         Path(self.log.name).unlink(missing_ok=True)
 
 
