@@ -376,17 +376,20 @@ def train_dit_cmd(
                                "or auto (bank when --vae holds one)."),
     clips_per_video: int = typer.Option(4, help="Token sets encoded per video (random clip positions; encoder and "
                                         "refined tokens)."),
+    prediction: str = typer.Option("v", help="What the DiT's last layer predicts: v (well-conditioned at high noise) "
+                                   "or eps (the DiT paper's). It returns eps either way."),
     ckpt_every: int = typer.Option(500, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
-    """Train the implicit DiT on tokens of the frozen VAE (Min-SNR-5, scheduled sampling, EMA, CFG dropout)."""
+    """Train the implicit DiT on tokens of the frozen VAE (Min-SNR-5, v-prediction, scheduled sampling, EMA, CFG
+    dropout)."""
     from .train.dit import DiTTrainConfig, train_dit
 
     _train_common(out, device)
     tcfg = DiTTrainConfig(steps=steps, batch=batch, lr=lr, ema=ema, clips_per_video=clips_per_video, tokens=tokens,
-                          ckpt_every=ckpt_every, seed=seed)
+                          prediction=prediction, ckpt_every=ckpt_every, seed=seed)
     t0 = time.perf_counter()
     train_dit(data, vae, out, tcfg, device, resume, out.with_suffix(".csv"))
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")

@@ -86,6 +86,23 @@ def test_min_snr_weights_match_formula():
     assert w[0] < 1e-2 and w[-1] == 1.0
 
 
+def test_v_weights_are_the_v_loss_on_the_eps_loss():
+    """eps_hat - eps = sqrt(abar) (v_hat - v) at fixed x_t, so w_v * eps-MSE = min(SNR+1, 5)/(SNR+1) * v-MSE."""
+    rng = np.random.default_rng(0)
+    t = np.array([0, 100, 500, 999])
+    a = ABAR[t][:, None]
+    x0, noise, v_hat = (rng.standard_normal((4, 8)) for _ in range(3))
+    x_t = np.sqrt(a) * x0 + np.sqrt(1 - a) * noise
+    v = np.sqrt(a) * noise - np.sqrt(1 - a) * x0
+    eps_hat = np.sqrt(1 - a) * x_t + np.sqrt(a) * v_hat
+    snr = ABAR[t] / (1 - ABAR[t])
+    w_v = min_snr_weights(ABAR, gamma=5.0, prediction="v")[t]
+    np.testing.assert_allclose(w_v * ((eps_hat - noise) ** 2).mean(1),
+                               np.minimum(snr + 1, 5.0) / (snr + 1) * ((v_hat - v) ** 2).mean(1), rtol=1e-9)
+    with pytest.raises(ValueError, match="prediction"):
+        min_snr_weights(ABAR, prediction="x0")
+
+
 def test_q_sample_numpy_and_torch_agree():
     rng = np.random.default_rng(3)
     x0, noise = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)

@@ -1,7 +1,10 @@
 """Shapes, decoder behaviour, demodulation, gradients, adaLN-Zero, and the MAC budget of preset L."""
+from dataclasses import replace
+
 import pytest
 import torch
 
+from nerv_rt.diffusion.schedule import alphas_cumprod, linear_betas
 from nerv_rt.models.dit import ImplicitDiT
 from nerv_rt.models.hyper_ae import NeRVVAE, kl_divergence, patchify
 from nerv_rt.models.nerv import demodulate
@@ -136,11 +139,31 @@ def test_different_tokens_give_different_videos():
     assert (a - b).abs().mean() > 1e-2
 
 
-def test_dit_output_is_exactly_zero_at_init():
+def test_dit_last_layer_is_exactly_zero_at_init():
+    """adaLN-Zero: the last layer starts at 0. An eps model then returns eps = 0; a v model (v = 0) returns
+    eps = sqrt(1 - abar_t) x_t, whose x0 estimate sqrt(abar_t) x_t - sqrt(1 - abar_t) v stays bounded at t = 999."""
+    cfg = preset("tiny", 128)
+    x, t, y = torch.randn(3, cfg.tokens, cfg.token_dim), torch.tensor([0.0, 500.0, 999.0]), torch.tensor([0, 1, cfg.num_classes])
+    eps_model = ImplicitDiT(replace(cfg, dit=replace(cfg.dit, prediction="eps")))
+    assert torch.equal(eps_model(x, t, y), torch.zeros_like(x))
+    assert cfg.dit.prediction == "v"
+    abar = torch.from_numpy(alphas_cumprod(linear_betas())).float()[t.long()].view(-1, 1, 1)
+    torch.testing.assert_close(ImplicitDiT(cfg)(x, t, y), (1 - abar).sqrt() * x, rtol=0, atol=1e-6)
+
+
+def test_v_model_returns_the_eps_of_its_v():
+    """eps = sqrt(1 - abar) x_t + sqrt(abar) v for the v its last layer makes, at every timestep."""
+    torch.manual_seed(0)
     cfg = preset("tiny", 128)
     dit = ImplicitDiT(cfg)
-    eps = dit(torch.randn(3, cfg.tokens, cfg.token_dim), torch.tensor([0.0, 500.0, 999.0]), torch.tensor([0, 1, cfg.num_classes]))
-    assert torch.equal(eps, torch.zeros_like(eps))
+    torch.nn.init.normal_(dit.final_layer.linear.weight, std=0.1)
+    v = {}
+    dit.final_layer.register_forward_hook(lambda _m, _i, out: v.setdefault("v", out))
+    x, t, y = torch.randn(4, cfg.tokens, cfg.token_dim), torch.tensor([0.0, 10.0, 700.0, 999.0]), torch.tensor([0, 1, 2, 3])
+    eps = dit(x, t, y)
+    abar = torch.from_numpy(alphas_cumprod(linear_betas())).float()[t.long()].view(-1, 1, 1)
+    assert v["v"].abs().mean() > 0.01
+    torch.testing.assert_close(eps, (1 - abar).sqrt() * x + abar.sqrt() * v["v"], rtol=1e-5, atol=1e-6)
 
 
 def test_patchify_is_a_tiling():
@@ -153,6 +176,11 @@ def test_patchify_is_a_tiling():
 def test_config_round_trip_and_validation():
     cfg = preset("S", 256, num_classes=5, side="vanilla")
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["dit"]["prediction"]  # configs written before v-prediction were eps models
+    assert ModelConfig.from_dict(old).dit.prediction == "eps"
+    with pytest.raises(ValueError, match="prediction"):
+        replace(cfg, dit=replace(cfg.dit, prediction="x0"))
     with pytest.raises(ValueError, match="param"):
         preset("tiny", 128, param="nope")
     with pytest.raises(ValueError, match="unknown preset"):

@@ -20,10 +20,19 @@ def snr(abar: np.ndarray) -> np.ndarray:
     return abar / (1.0 - abar)
 
 
-def min_snr_weights(abar: np.ndarray, gamma: float = 5.0) -> np.ndarray:
-    """Min-SNR-gamma loss weights for eps-prediction (Hang et al. 2023): min(SNR_t, gamma) / SNR_t."""
+def min_snr_weights(abar: np.ndarray, gamma: float = 5.0, prediction: str = "eps") -> np.ndarray:
+    """Weights of the per-timestep eps MSE (the DiT returns eps whatever it predicts).
+
+    eps: Min-SNR-gamma (Hang et al. 2023), min(SNR_t, gamma) / SNR_t.
+    v: the v MSE weighted min(SNR_t + 1, gamma) / (SNR_t + 1), so the high-noise steps that lay out a sample
+       keep full weight. Since eps_hat - eps = sqrt(abar_t) (v_hat - v), that is the eps MSE times this / abar_t.
+    """
     s = snr(abar)
-    return np.minimum(s, gamma) / s
+    if prediction == "eps":
+        return np.minimum(s, gamma) / s
+    if prediction == "v":
+        return np.minimum(s + 1, gamma) / (s + 1) / abar
+    raise ValueError(f"unknown prediction {prediction!r}; expected eps or v")
 
 
 def q_sample(x0, t, noise, abar):

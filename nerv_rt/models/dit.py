@@ -2,12 +2,19 @@
 
 Tokens have identities (each feeds fixed kernel rows), so they get a learned position embedding;
 there is nothing temporal or spatial here: the DiT never sees pixels.
+
+The DiT always returns eps. With `prediction='v'` (the default for new models) its last layer predicts
+v = sqrt(abar) eps - sqrt(1 - abar) x0 and forward() turns that into eps = sqrt(1 - abar) x_t + sqrt(abar) v.
+Why: an eps network's x0 estimate is (x_t - sqrt(1 - abar) eps) / sqrt(abar), so at t = 999 its error is
+amplified 1 / sqrt(abar) = 160x; a v network's x0 estimate is sqrt(abar) x_t - sqrt(1 - abar) v, no larger than
+its own error (README, "Training for motion", measures what this changed).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from ..diffusion.schedule import alphas_cumprod, linear_betas
 from .embeddings import timestep_embedding
 from .presets import ModelConfig
 from .transformer import Attention, LayerNorm32, Mlp
@@ -67,6 +74,10 @@ class ImplicitDiT(nn.Module):
         super().__init__()
         d = cfg.dit
         self.num_classes = cfg.num_classes
+        self.predicts_v = d.prediction == "v"
+        abar = torch.tensor(alphas_cumprod(linear_betas()), dtype=torch.float32)  # on the default device (meta too)
+        self.register_buffer("sqrt_abar", abar.sqrt(), persistent=False)  # per timestep, for v -> eps
+        self.register_buffer("sqrt_one_minus_abar", (1 - abar).sqrt(), persistent=False)
         self.x_embedder = nn.Linear(cfg.token_dim, d.hidden)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.tokens, d.hidden))
         self.t_embedder = TimestepEmbedder(d.hidden)
@@ -97,8 +108,14 @@ class ImplicitDiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        x = self.x_embedder(x.to(self.pos_embed.dtype)) + self.pos_embed  # (B, N, D)
+        h = self.x_embedder(x.to(self.pos_embed.dtype)) + self.pos_embed  # (B, N, D)
         c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
         for block in self.blocks:
-            x = block(x, c)  # (B, N, D)
-        return self.final_layer(x, c)  # (B, N, d_z)
+            h = block(h, c)  # (B, N, D)
+        out = self.final_layer(h, c)  # (B, N, d_z): eps or v
+        if not self.predicts_v:
+            return out
+        i = t.long()  # integer timesteps, as the samplers visit them
+        eps = (self.sqrt_one_minus_abar[i].float().view(-1, 1, 1) * x.float()
+               + self.sqrt_abar[i].float().view(-1, 1, 1) * out.float())  # in fp32 whatever the weights' dtype
+        return eps.to(out.dtype)

@@ -12,6 +12,7 @@ from typing import Any
 
 RESOLUTIONS = (128, 256)
 PARAM_MODES = ("channel", "repeat", "fmm")
+PREDICTIONS = ("eps", "v")
 REUSE_MODES = ("multihead", "direct", "none")
 UPSAMPLE_MODES = ("transposed", "pixelshuffle", "bilinear")
 SIDE_MODES = ("residual", "vanilla", "skips")
@@ -50,6 +51,9 @@ class DiTConfig:
     hidden: int = 128
     heads: int = 4
     mlp_ratio: float = 4.0
+    # What the network's last layer predicts: eps, or v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho
+    # 2022). Either way the DiT returns eps (models/dit.py), so samplers and runtimes never see the difference.
+    prediction: str = "v"
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class ModelConfig:
         dec["widths"] = tuple(dec["widths"])
         d["class_names"] = tuple(d.get("class_names", ()))
         return cls(encoder=EncoderConfig(**enc), decoder=DecoderConfig(**dec),
-                   dit=DiTConfig(**d.pop("dit")), **d)
+                   dit=DiTConfig(**{"prediction": "eps", **d.pop("dit")}), **d)  # eps: before the field existed
 
 
 def validate(cfg: ModelConfig) -> None:
@@ -101,6 +105,8 @@ def validate(cfg: ModelConfig) -> None:
     pt, ph, pw = enc.patch
     if cfg.frames % pt or cfg.res % ph or cfg.res % pw:
         raise ValueError(f"{cfg.frames}x{cfg.res}^2 clips do not tile into {enc.patch} tubelets")
+    if cfg.dit.prediction not in PREDICTIONS:
+        raise ValueError(f"dit.prediction={cfg.dit.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
     if enc.dim % enc.heads or cfg.dit.hidden % cfg.dit.heads:
         raise ValueError("transformer width must be divisible by its head count")
     if not 0 < cfg.fps <= 1000:

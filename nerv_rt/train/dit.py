@@ -1,7 +1,7 @@
 """Implicit-DiT training on weight tokens from a frozen NeRV-VAE.
 
-Min-SNR-gamma weighted eps-prediction, scheduled sampling (0 -> 0.5 over the first 30% of steps),
-EMA, 10% class dropout for classifier-free guidance.
+Min-SNR-gamma weighted v- or eps-prediction (the config's dit.prediction), scheduled sampling (0 -> 0.5 over
+the first 30% of steps), EMA, 10% class dropout for classifier-free guidance.
 
 The tokens it learns to generate are the autodecoder bank of the VAE checkpoint when it holds one
 (`train autodecode`), else the encoder's posteriors. The bank's tokens are fitted to their clips and
@@ -27,6 +27,7 @@ from ..diffusion.schedule import (
 from ..diffusion.training import scheduled_sampling_inputs, scheduled_sampling_prob
 from ..errors import NervError
 from ..models.dit import ImplicitDiT
+from ..models.presets import PREDICTIONS
 from ..models.refine import refine_tokens
 from ..runtime.frames import frame_times
 from .common import (
@@ -57,6 +58,7 @@ class DiTTrainConfig:
     scheduled_ramp: float = 0.3  # ... reached after this fraction of the steps
     clips_per_video: int = 4  # token sets encoded per video (random clip positions; encoder tokens only)
     tokens: str = "auto"  # bank | encoder | refined | auto (the autodecoder bank when the VAE checkpoint holds one)
+    prediction: str = "v"  # what the DiT's last layer predicts: v | eps (models/dit.py)
     ckpt_every: int = 500
     seed: int = 0
 
@@ -119,6 +121,8 @@ def train_dit(data_dir: Path, vae_path: Path, out: Path, cfg: DiTTrainConfig, de
               resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
     if cfg.tokens not in TOKEN_SOURCES:
         raise NervError(f"unknown --tokens {cfg.tokens!r}; choose from {', '.join(TOKEN_SOURCES)}")
+    if cfg.prediction not in PREDICTIONS:
+        raise NervError(f"unknown --prediction {cfg.prediction!r}; choose from {', '.join(PREDICTIONS)}")
     d = setup(device, cfg.batch)
     try:
         if d.main:
@@ -128,7 +132,8 @@ def train_dit(data_dir: Path, vae_path: Path, out: Path, cfg: DiTTrainConfig, de
         if data.num_classes != base.config.num_classes:
             raise NervError(f"{data_dir} has {data.num_classes} classes but the VAE was trained with "
                             f"{base.config.num_classes}")
-        base = replace(base, config=replace(base.config, class_names=tuple(data.classes)))
+        base = replace(base, config=replace(base.config, class_names=tuple(data.classes),
+                                            dit=replace(base.config.dit, prediction=cfg.prediction)))
         return _train(data, base, out, cfg, d, resume, log, show_progress)
     finally:
         teardown()
@@ -150,7 +155,8 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
         opt.load_state_dict(state.train_state["optim"])
         start = int(state.train_state["step"])
     abar = torch.from_numpy(alphas_cumprod(linear_betas())).float().to(d.device)
-    snr_w = torch.from_numpy(min_snr_weights(alphas_cumprod(linear_betas()), cfg.min_snr_gamma)).float().to(d.device)
+    snr_w = torch.from_numpy(min_snr_weights(alphas_cumprod(linear_betas()), cfg.min_snr_gamma,
+                                             model_cfg.dit.prediction)).float().to(d.device)
     dit_ddp = wrap_ddp(dit, d)
     csv_log = CsvLog(log if d.main else None, ["loss", "ss_prob", "lr"], resume)
 
