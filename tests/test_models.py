@@ -1,4 +1,5 @@
 """Shapes, decoder behaviour, demodulation, gradients, adaLN-Zero, and the MAC budget of preset L."""
+import copy
 from dataclasses import replace
 
 import pytest
@@ -171,6 +172,21 @@ def test_patchify_is_a_tiling():
     patches = patchify(video, (4, 8, 8))
     assert patches.shape == (2, 2 * 2 * 2, 4 * 3 * 8 * 8)
     assert torch.equal(patches.flatten().sort().values, video.flatten().sort().values)
+
+
+def test_v_model_in_half_precision_keeps_fp32_tables_and_output():
+    """A cast model keeps the v -> eps tables fp32 and returns fp32 eps: near t = 999 eps ~ x_t, and a bf16 eps
+    would carry the x0 error v-prediction avoids."""
+    cfg = preset("tiny", 128)
+    dit = ImplicitDiT(cfg)
+    torch.nn.init.normal_(dit.final_layer.linear.weight, std=0.1)
+    half = copy.deepcopy(dit).to(torch.bfloat16)
+    assert half.sqrt_abar.dtype == half.sqrt_one_minus_abar.dtype == torch.float32
+    assert half.final_layer.linear.weight.dtype == torch.bfloat16
+    x, t, y = torch.randn(2, cfg.tokens, cfg.token_dim), torch.tensor([999.0, 998.6]), torch.tensor([0, 1])
+    eps = half(x, t, y)
+    assert eps.dtype == torch.float32
+    torch.testing.assert_close(eps, dit(x, t.round(), y), rtol=0, atol=0.02)  # only v's bf16 error, times sqrt(abar)
 
 
 def test_config_round_trip_and_validation():

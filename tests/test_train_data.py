@@ -110,6 +110,10 @@ def test_dit_training_writes_full_checkpoint(tmp_path, clips):
     assert loaded.train_state["step"] == 6 and np.isfinite(_csv_column(tmp_path / "d.csv", "loss")).all()
     ss = _csv_column(tmp_path / "d.csv", "ss_prob")
     assert ss[0] == 0 and ss[-1] == pytest.approx(0.5)  # scheduled sampling ramps 0 -> 0.5 over 30% of steps
+    assert loaded.config.dit.prediction == "v"  # the default, whatever the VAE checkpoint's config said
+    with pytest.raises(NervError, match="v-prediction run"):  # resuming must not switch what the DiT predicts
+        train_dit(clips, tmp_path / "v.pt", tmp_path / "d.pt", DiTTrainConfig(steps=8, batch=4, clips_per_video=1,
+                  prediction="eps"), "cpu", resume=True, show_progress=False)
 
 
 def test_interrupted_run_leaves_last_checkpoint_loadable(tmp_path, clips):

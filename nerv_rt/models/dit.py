@@ -65,7 +65,7 @@ class FinalLayer(nn.Module):
 
 
 class ImplicitDiT(nn.Module):
-    """(x_t (B, N, d_z), t (B,) float timesteps, y (B,) int64 labels) -> eps (B, N, d_z).
+    """(x_t (B, N, d_z), t (B,) float timesteps, y (B,) int64 labels) -> eps (B, N, d_z) (fp32 from a v model).
 
     Label `num_classes` is the null class used for classifier-free guidance.
     """
@@ -115,7 +115,13 @@ class ImplicitDiT(nn.Module):
         out = self.final_layer(h, c)  # (B, N, d_z): eps or v
         if not self.predicts_v:
             return out
-        i = t.long()  # integer timesteps, as the samplers visit them
-        eps = (self.sqrt_one_minus_abar[i].float().view(-1, 1, 1) * x.float()
-               + self.sqrt_abar[i].float().view(-1, 1, 1) * out.float())  # in fp32 whatever the weights' dtype
-        return eps.to(out.dtype)
+        i = t.round().clamp(0, self.sqrt_abar.shape[0] - 1).long()  # the samplers visit integer timesteps
+        # fp32 in and out whatever the weights' dtype: near t = 999 eps ~ x_t, and rounding it to bf16 would
+        # lose the x0 precision v buys
+        return self.sqrt_one_minus_abar[i].view(-1, 1, 1) * x.float() + self.sqrt_abar[i].view(-1, 1, 1) * out.float()
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """Device moves apply to the v -> eps tables, dtype casts (.half(), .to(bf16)) do not: they stay fp32."""
+        super()._apply(fn, recurse)
+        self.sqrt_abar, self.sqrt_one_minus_abar = self.sqrt_abar.float(), self.sqrt_one_minus_abar.float()
+        return self

@@ -150,6 +150,9 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
     start = 0
     if resume:
         state = ckpt_io.load(out)
+        if state.config.dit.prediction != model_cfg.dit.prediction:
+            raise NervError(f"--resume: {out} is a {state.config.dit.prediction}-prediction run; "
+                            f"resume it with --prediction {state.config.dit.prediction}")
         dit.load_state_dict(state.dit)
         ema.load_state_dict(state.ema)
         opt.load_state_dict(state.train_state["optim"])
