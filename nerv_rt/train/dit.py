@@ -157,9 +157,9 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
         ema.load_state_dict(state.ema)
         opt.load_state_dict(state.train_state["optim"])
         start = int(state.train_state["step"])
-    abar = torch.from_numpy(alphas_cumprod(linear_betas())).float().to(d.device)
-    snr_w = torch.from_numpy(min_snr_weights(alphas_cumprod(linear_betas()), cfg.min_snr_gamma,
-                                             model_cfg.dit.prediction)).float().to(d.device)
+    abar_table = alphas_cumprod(linear_betas())
+    abar = torch.from_numpy(abar_table).float().to(d.device)
+    snr_w = torch.from_numpy(min_snr_weights(abar_table, cfg.min_snr_gamma, model_cfg.dit.prediction)).float().to(d.device)
     dit_ddp = wrap_ddp(dit, d)
     csv_log = CsvLog(log if d.main else None, ["loss", "ss_prob", "lr"], resume)
 
