@@ -5,7 +5,7 @@ import torch
 
 from nerv_rt.models.nerv import NeRVDecoder
 from nerv_rt.models.presets import ModelConfig, preset
-from nerv_rt.models.refine import refine_tokens
+from nerv_rt.models.refine import refine_tokens, refinement_loss
 from nerv_rt.runtime.frames import frame_times
 
 
@@ -53,3 +53,17 @@ def test_refinement_is_deterministic_and_zero_steps_is_identity(problem):
 def test_config_rejects_negative_refine_steps():
     with pytest.raises(ValueError, match="refine_steps"):
         ModelConfig(refine_steps=-1)
+
+
+
+def test_refinement_loss_charges_wrong_motion_not_a_constant_offset():
+    torch.manual_seed(0)
+    err = torch.randn(2, 4, 3, 8, 8)
+    expected = err.pow(2).mean(dim=(1, 2, 3, 4)) + 2.0 * (err[:, 1:] - err[:, :-1]).pow(2).mean(dim=(1, 2, 3, 4))
+    assert torch.allclose(refinement_loss(err, 2.0), expected)
+    assert torch.allclose(refinement_loss(err, 0.0), err.pow(2).mean(dim=(1, 2, 3, 4)))
+    offset = err[:, :1].expand(-1, 4, -1, -1, -1)  # the same error in every frame: the motion is right
+    assert torch.allclose(refinement_loss(offset, 5.0), refinement_loss(offset, 0.0))
+    changed = err.clone()
+    changed[1] += 1.0
+    assert torch.equal(refinement_loss(changed, 2.0)[0], refinement_loss(err, 2.0)[0])  # clips are independent
