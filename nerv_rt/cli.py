@@ -409,7 +409,7 @@ def train_autodecode_cmd(
     encoder_weight: float = typer.Option(0.1, help="Encoder's L2 onto the bank's tokens (it also renders through "
                                          "the decoder); 0 keeps the encoder frozen."),
     encoder_lr: float = typer.Option(2e-4, help="Encoder peak learning rate."),
-    refine_steps: int = typer.Option(40, min=0, help="Token refinement steps stored as the output's default encoding."),
+    refine_steps: int = typer.Option(80, min=0, help="Token refinement steps stored as the output's default encoding."),
     ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of the data order."),

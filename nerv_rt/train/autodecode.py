@@ -39,7 +39,7 @@ class AutodecodeConfig:
     encoder_lr: float = 2e-4  # warm-up, then cosine to 10%, as the decoder
     ckpt_every: int = 250
     seed: int = 0
-    refine_steps: int = 40  # stored in the output's config: its default encoding (models/refine.py)
+    refine_steps: int = 80  # stored in the output's config: its default encoding (models/refine.py)
 
 
 @torch.no_grad()
