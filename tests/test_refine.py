@@ -67,3 +67,13 @@ def test_refinement_loss_charges_wrong_motion_not_a_constant_offset():
     changed = err.clone()
     changed[1] += 1.0
     assert torch.equal(refinement_loss(changed, 2.0)[0], refinement_loss(err, 2.0)[0])  # clips are independent
+    one_frame = err[:, :1]
+    assert torch.allclose(refinement_loss(one_frame, 2.0), one_frame.pow(2).mean(dim=(1, 2, 3, 4)))  # no NaN
+
+
+def test_refinement_uses_the_temporal_term(problem):
+    decoder, frame_t, video, start = problem
+    plain = refine_tokens(decoder, start, frame_t, video, steps=3, temporal_weight=0.0)
+    assert not torch.equal(refine_tokens(decoder, start, frame_t, video, steps=3, temporal_weight=1.0), plain)
+    single = refine_tokens(decoder, start, frame_t, video, steps=3, frames_per_step=1)
+    assert torch.isfinite(single).all() and not torch.equal(single, start)

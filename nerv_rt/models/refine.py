@@ -11,21 +11,25 @@ import torch
 from torch import Tensor, nn
 
 # Measured on the default 128^2 model before `train autodecode` (8 held-out clips, 20 steps): lr 0.01 /
-# 0.03 / 0.1 / 0.3 -> 24.5 / 25.3 / 26.0 / 25.8 dB. Each step renders a random 4 of the clip's frames: 4x
-# cheaper per step than all 16, and 40 such steps beat 20 steps on every frame (README, "Token refinement").
+# 0.03 / 0.1 / 0.3 -> 24.5 / 25.3 / 26.0 / 25.8 dB; on the shipped one (16 clips, 80 steps) 0.1 / 0.2 -> 28.11 /
+# 27.73 dB. Each step renders a random 4 of the clip's frames: 4x cheaper per step than all 16, and 40 such
+# steps beat 20 steps on every frame; 8 frames per step gave nothing at twice the cost (README, "Token refinement").
 REFINE_LR = 0.1
 FRAMES_PER_STEP = 4
-# The temporal term of training (train/losses.py, temporal_l2) on the rendered frames' changes. On the default
+# The temporal term of training (train/losses.py, temporal_l2) on the rendered frames' changes. On the shipped
 # 128^2 model (16 held-out clips, 40 steps) weight 0 / 1 / 3 -> 26.99 / 27.15 / 27.07 dB, motion ratio 0.58 /
-# 0.64 / 0.66 (README, "Token refinement").
+# 0.64 / 0.66 (README, "Token refinement"). A module constant, not a config field: every model refines with it.
 TEMPORAL_WEIGHT = 1.0
 
 
 def refinement_loss(err: Tensor, temporal_weight: float) -> Tensor:
     """Per-clip loss of rendered minus target frames err (B, K, 3, H, W), K in time order: the frames' MSE plus
-    temporal_weight x the MSE of their changes from one frame to the next.  -> (B,)"""
+    temporal_weight x the MSE of their changes from one frame to the next (none for a single frame).  -> (B,)"""
     err = err.float()
-    return err.pow(2).flatten(1).mean(1) + temporal_weight * err.diff(dim=1).pow(2).flatten(1).mean(1)
+    frames = err.pow(2).flatten(1).mean(1)
+    if err.shape[1] < 2:
+        return frames
+    return frames + temporal_weight * err.diff(dim=1).pow(2).flatten(1).mean(1)
 
 
 def refine_tokens(decoder: nn.Module, tokens: Tensor, frame_t: Tensor, video: Tensor, steps: int,
