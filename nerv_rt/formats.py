@@ -14,8 +14,11 @@ from typing import Any
 
 from .errors import CheckpointError
 
-CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "nerv-rt/checkpoint", 1
-EXPORT_FORMAT, EXPORT_VERSION = "nerv-rt/export", 1
+# Version 2: the model config's dit.prediction (a v-prediction DiT). This nerv-rt reads version 1 files as eps
+# models; a nerv-rt that reads only version 1 refuses version 2 with "upgrade nerv-rt" instead of running a
+# v-prediction DiT as if it predicted eps.
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "nerv-rt/checkpoint", 2
+EXPORT_FORMAT, EXPORT_VERSION = "nerv-rt/export", 2
 CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE = "config.json", "model.safetensors", "manifest.json"
 
 

@@ -97,6 +97,16 @@ def test_newer_version_is_refused(tmp_path):
         ckpt_io.load(tmp_path / "new.pt")
 
 
+def test_version_1_files_load_as_eps_models(tmp_path):
+    """Files from before dit.prediction (format version 1) were eps models; they still load, as such."""
+    d = random_checkpoint().to_dict()
+    assert d["version"] == 2 and d["config"]["dit"]["prediction"] == "v"
+    d["version"] = 1
+    del d["config"]["dit"]["prediction"]
+    torch.save(d, tmp_path / "old.pt")
+    assert ckpt_io.load(tmp_path / "old.pt").config.dit.prediction == "eps"
+
+
 def test_interrupted_save_leaves_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "a.pt"
     ckpt_io.save(random_checkpoint(seed=1), path)
