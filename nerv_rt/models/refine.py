@@ -11,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 # Measured on the default 128^2 model before `train autodecode` (8 held-out clips, 20 steps): lr 0.01 /
-# 0.03 / 0.1 / 0.3 -> 24.5 / 25.3 / 26.0 / 25.8 dB; on the shipped one (16 clips, 80 steps) 0.1 / 0.2 -> 28.11 /
-# 27.73 dB. Each step renders a random 4 of the clip's frames: 4x cheaper per step than all 16, and 40 such
-# steps beat 20 steps on every frame; 8 frames per step gave nothing at twice the cost (README, "Token refinement").
+# 0.03 / 0.1 / 0.3 -> 24.5 / 25.3 / 26.0 / 25.8 dB; on the shipped one (16 clips, 80 steps) 0.05 / 0.1 / 0.2 ->
+# 27.83 / 28.11 / 27.73 dB. Each step renders a random 4 of the clip's frames: 4x cheaper per step than all 16,
+# and 40 such steps beat 20 steps on every frame; 8 frames per step gave nothing at twice the cost (README,
+# "Token refinement").
 REFINE_LR = 0.1
 FRAMES_PER_STEP = 4
 # The temporal term of training (train/losses.py, temporal_l2) on the rendered frames' changes. On the shipped
