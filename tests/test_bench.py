@@ -1,5 +1,6 @@
 """`nerv-rt bench`: quick run output, the memory probe, argument errors."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,29 @@ def test_memory_probe_measures_a_known_allocation(mb):
     result, peak = run_in_child(allocate, imports=("numpy",), mb=mb)
     assert result == mb * 16
     assert mb * 0.97 <= peak / 2**20 <= mb * 1.1 + 8
+
+
+def start_a_server_and_hang(pid_file: str) -> None:
+    """Start a process in a session of its own (as serve_load.Server does), stop it on the way out, then hang."""
+    import subprocess
+    import time
+
+    server = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        Path(pid_file).write_text(str(server.pid))
+        time.sleep(600)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_a_timed_out_child_shuts_down_what_it_started(tmp_path):
+    """SIGKILL alone left `nerv-rt serve` and its Ray cluster running after a timed-out gpu_check step."""
+    pid_file = tmp_path / "server.pid"
+    with pytest.raises(TimeoutError):
+        run_in_child(start_a_server_and_hang, timeout=5, pid_file=str(pid_file))
+    pid = int(pid_file.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
 
 
 def test_bench_quick_writes_json_markdown_and_plot(tmp_path):

@@ -1,6 +1,7 @@
 """Peak-memory probes: a fresh child process per case on CPU (peak RSS), allocator + driver on CUDA."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing as mp
 import os
@@ -27,8 +28,18 @@ def _reset_peak() -> None:
         f.write("5")
 
 
+# On a time-out the child gets SIGTERM first and this long to unwind: its `with` blocks and `finally` clauses run,
+# so what it started in sessions of their own (a `nerv-rt serve` with its Ray cluster) is shut down, not orphaned.
+TERMINATE_GRACE_S = 30.0
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue) -> None:
     os.setsid()  # a session of its own: a time-out kills it with everything it started (servers, pytest)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for name in imports:  # library import cost is not the case's memory
             importlib.import_module(name)
@@ -47,7 +58,8 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
     Returns (fn's result, peak RSS bytes above the RSS after the imports): the memory of what fn
     built and ran (weights, inputs, activations), without the interpreter and libraries.
     `fn` must be a module-level function (it is pickled by reference). A child that dies (a crash in native
-    code) is a RuntimeError, one still running after `timeout` seconds is killed: TimeoutError.
+    code) is a RuntimeError, one still running after `timeout` seconds is stopped (SIGTERM to its process group,
+    then after TERMINATE_GRACE_S SIGKILL): TimeoutError.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -62,13 +74,21 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
             if not proc.is_alive():
                 raise RuntimeError(f"benchmark child process died (exit code {proc.exitcode})") from None
             if deadline is not None and time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.join()
+                _stop_group(proc)
                 raise TimeoutError(f"{fn.__name__} did not finish within {timeout:g} s") from None
     proc.join()
     if status != "ok":
         raise RuntimeError(f"benchmark child process failed:\n{result}")
     return result, peak
+
+
+def _stop_group(proc: Any) -> None:
+    """SIGTERM to the child's process group, SIGKILL to what is left of it after TERMINATE_GRACE_S."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.join(TERMINATE_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.join()
 
 
 class NvmlPeak:
