@@ -38,7 +38,7 @@ def server():
 
     with Server(["--max-batch", "16", "--batch-wait-ms", "400"], startup_s=STARTUP_S) as running:
         yield running.url
-    assert running.proc.returncode == 0, running.stderr[-2000:]  # Ctrl-C took Serve and Ray down cleanly
+    assert running.proc.returncode == 0, running.stderr[-2000:]  # SIGTERM took Serve and Ray down cleanly
 
 
 def _frames(video: bytes, tmp: Path, suffix: str = ".mp4"):

@@ -47,7 +47,9 @@ def post(url: str, body: dict[str, Any], timeout: float = 600) -> tuple[int, dic
 
 
 class Server:
-    """`nerv-rt serve` in a subprocess of its own (stopped with Ctrl-C, as a user would)."""
+    """`nerv-rt serve` in a subprocess of its own, stopped with SIGTERM as a process manager would (the CLI takes it
+    as Ctrl-C). Not SIGINT: a process started from a background job inherits SIGINT ignored, and Python then never
+    turns it into KeyboardInterrupt; the server kept running and its step or test ran out of time."""
 
     def __init__(self, args: list[str], startup_s: float = STARTUP_S):
         self.startup_s, self.stderr = startup_s, ""
@@ -71,7 +73,7 @@ class Server:
         raise RuntimeError(f"nerv-rt serve did not come up: {Path(self.log.name).read_text()[-2000:]}")
 
     def __exit__(self, *exc) -> None:
-        self.proc.send_signal(signal.SIGINT)  # Ctrl-C: the CLI takes Serve and Ray down
+        self.proc.send_signal(signal.SIGTERM)  # the CLI takes Serve and Ray down
         try:
             self.proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
