@@ -36,7 +36,7 @@ import numpy as np
 
 from ..formats import atomic_write_text
 from . import cases
-from .memory import run_in_child
+from .memory import OWN_SESSIONS, run_in_child
 from .suites import PAPER_A6000, SD_VAE_LABEL, nerv_gmacs, paper_decoder, sd_vae_gmacs, summarize
 
 STEPS = ("env", "pytest", "decoder", "generator", "graph", "memory", "serve", "aoti")
@@ -129,12 +129,15 @@ def step_pytest(cfg: CheckConfig) -> dict[str, Any]:
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider",
                              str(ROOT / "tests")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             start_new_session=True)
+    OWN_SESSIONS.add(proc.pid)  # SIGTERMed with the step if the step runs out of time
     try:
         output, _ = proc.communicate(timeout=cfg.time_box_s["pytest"] - 15)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         output += "\npytest stopped at the time box"
+    finally:
+        OWN_SESSIONS.discard(proc.pid)
     lines = output.strip().splitlines()
     summary = lines[-1] if lines else ""
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}

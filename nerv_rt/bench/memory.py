@@ -28,17 +28,22 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-# On a time-out the child gets SIGTERM first and this long to unwind: its `with` blocks and `finally` clauses run,
-# so what it started in sessions of their own (a `nerv-rt serve` with its Ray cluster) is shut down, not orphaned.
-TERMINATE_GRACE_S = 30.0
+# Processes a child started in sessions of their own (a `nerv-rt serve`, a `pytest -m gpu`), by pid: out of its
+# process group, so a time-out's kill of the group misses them. The child's SIGTERM handler passes SIGTERM on to
+# them first (`nerv-rt serve` then takes its Ray cluster down), whatever the child is blocked in.
+OWN_SESSIONS: set[int] = set()
+TERMINATE_GRACE_S = 5.0  # after SIGTERM, before SIGKILL: the child's `finally` clauses run meanwhile
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    for pid in list(OWN_SESSIONS):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     raise SystemExit(128 + signum)
 
 
 def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue) -> None:
-    os.setsid()  # a session of its own: a time-out kills it with everything it started (servers, pytest)
+    os.setsid()  # a session of its own: a time-out stops it with its process group (and OWN_SESSIONS)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         for name in imports:  # library import cost is not the case's memory
@@ -58,8 +63,8 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
     Returns (fn's result, peak RSS bytes above the RSS after the imports): the memory of what fn
     built and ran (weights, inputs, activations), without the interpreter and libraries.
     `fn` must be a module-level function (it is pickled by reference). A child that dies (a crash in native
-    code) is a RuntimeError, one still running after `timeout` seconds is stopped (SIGTERM to its process group,
-    then after TERMINATE_GRACE_S SIGKILL): TimeoutError.
+    code) is a RuntimeError, one still running after `timeout` seconds is stopped (SIGTERM to its process group and
+    OWN_SESSIONS, then after TERMINATE_GRACE_S SIGKILL to the group): TimeoutError.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -84,7 +89,10 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
 
 def _stop_group(proc: Any) -> None:
     """SIGTERM to the child's process group, SIGKILL to what is left of it after TERMINATE_GRACE_S."""
-    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:  # still starting: no group of its own yet
+        proc.terminate()
     proc.join(TERMINATE_GRACE_S)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..formats import atomic_write_text
+from .memory import OWN_SESSIONS
 
 STARTUP_S = 300
 
@@ -59,6 +60,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         self.proc = subprocess.Popen([sys.executable, "-m", "nerv_rt", "serve", "--port", str(self.port), *args],
                                      stdout=subprocess.DEVNULL, stderr=self.log, env=env, start_new_session=True)
+        OWN_SESSIONS.add(self.proc.pid)  # stopped with SIGTERM if a gpu_check step runs out of time
 
     def __enter__(self) -> Server:
         deadline = time.time() + self.startup_s
@@ -70,6 +72,7 @@ class Server:
             except OSError:
                 time.sleep(1)
         os.killpg(self.proc.pid, signal.SIGKILL)
+        OWN_SESSIONS.discard(self.proc.pid)
         raise RuntimeError(f"nerv-rt serve did not come up: {Path(self.log.name).read_text()[-2000:]}")
 
     def __exit__(self, *exc) -> None:
@@ -79,6 +82,7 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        OWN_SESSIONS.discard(self.proc.pid)
         self.stderr = Path(self.log.name).read_text()  # kept for the caller: how the server ended
         Path(self.log.name).unlink(missing_ok=True)
 
