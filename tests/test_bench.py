@@ -57,6 +57,16 @@ def _running(pid: int) -> bool:
         return False
 
 
+def test_a_server_that_exits_at_start_is_a_clear_error():
+    """Seen on the H200 (no ray there): the server exited at once, and stopping its gone process group raised
+    ProcessLookupError instead of saying why it did not come up."""
+    from nerv_rt.bench.serve_load import Server
+
+    with pytest.raises(RuntimeError, match=r"did not come up \(exit code 2\).*no-such-option"):
+        with Server(["--no-such-option"], startup_s=60):
+            pass
+
+
 def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
     res = run("bench", "--quick", "--suite", "all", "--out", tmp_path)
     assert res.returncode == 0, res.stderr

@@ -2,9 +2,10 @@
 here, and the target arithmetic is checked on made-up figures."""
 import json
 import subprocess
+import sys
 import time
 
-from nerv_rt.bench.gpu_check import STEPS, TARGETS, targets
+from nerv_rt.bench.gpu_check import STEPS, TARGETS, step_status, targets
 from tests.test_cli import ROOT
 
 
@@ -34,6 +35,43 @@ def test_skip_leaves_steps_out(tmp_path):
     assert res.returncode == 0, res.stderr
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["steps"]["env"]["status"] == "ok" and doc["steps"]["memory"] == {"status": "skipped"}
+
+
+def test_gpu_tests_collect_without_pyav_and_ray():
+    """The GPU machines' image has neither (and their wheels are too big to carry): the first H200 run's `pytest -m gpu`
+    stopped at 7 collection errors, every test module importing test_cli's `import av`."""
+    code = ("import sys; sys.modules['av'] = sys.modules['ray'] = None; import pytest; "
+            "sys.exit(pytest.main(['--collect-only', '-q', '-m', 'gpu', '-p', 'no:cacheprovider', 'tests']))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "error" not in res.stdout.splitlines()[-1], res.stdout[-2000:]
+
+
+def test_rerun_runs_the_named_steps_and_keeps_the_rest(tmp_path):
+    """A short GPU window reruns only what failed: the other steps' entries come from the earlier results.json."""
+    earlier = {"steps": {"env": {"status": "ok", "result": {"old": True}},
+                         "aoti": {"status": "timeout", "error": "step_aoti did not finish within 50 s"}}}
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    res = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path), "--rerun", "memory"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr  # the kept aoti timeout still counts
+    steps = json.loads((tmp_path / "results.json").read_text())["steps"]
+    assert steps["env"] == earlier["steps"]["env"] and steps["aoti"] == earlier["steps"]["aoti"]
+    assert steps["memory"]["status"] == "ok" and steps["decoder"] == {"status": "skipped"}
+    assert list(steps) == list(STEPS)
+
+
+def test_rerun_needs_an_earlier_result(tmp_path):
+    res = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path), "--rerun", "env"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--rerun needs --out with the results.json" in res.stderr
+
+
+def test_step_status():
+    assert step_status({"rows": []}) == "ok"
+    assert step_status({"not_run": "ray is not installed"}) == "skipped"
+    assert step_status({"exit_code": 0, "skipped": 10}) == "ok"  # pytest's own count of skipped tests
+    assert step_status({"exit_code": 5}) == "ok"  # nothing collected
+    assert step_status({"exit_code": 2, "error": 7}) == "failed"  # the first H200 run: collection errors
 
 
 def _doc(decoder_nerv: float, full_gen: float, graph_s: float) -> dict:

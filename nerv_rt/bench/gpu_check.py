@@ -12,7 +12,7 @@ one runs); results.json / results.md are rewritten after every step, so what fin
   graph      whole-loop CUDA graph speed-up over eager per sampler step, presets S and L
   memory     16 against 128 frames at 256^2 through `Pipeline.render` (chunked), preset L
   serve      `nerv-rt serve` (the default model on the GPU) at concurrency 16, batching on and off
-  aoti       AOTInductor packages compiled for the GPU (preset S): decoder and per-step time against torch
+  aoti       AOTInductor packages compiled for the GPU (preset S, the DiT: its per-step time against torch)
 
 `--dry-run` runs the same sequence on the CPU at tiny size (the test suite runs it, so it cannot rot between GPU
 windows). Targets below are the issue's; the paper's A6000 figures stand in their own column.
@@ -28,7 +28,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,9 @@ from .memory import OWN_SESSIONS, run_in_child
 from .suites import PAPER_A6000, SD_VAE_LABEL, nerv_gmacs, paper_decoder, sd_vae_gmacs, summarize
 
 STEPS = ("env", "pytest", "decoder", "generator", "graph", "memory", "serve", "aoti")
-TIME_BOX_S = {"env": 15, "pytest": 110, "decoder": 60, "generator": 95, "graph": 45, "memory": 30, "serve": 75,
-              "aoti": 50}  # 8 min in all; aoti last: a compile that runs over costs no other step
+TIME_BOX_S = {"env": 15, "pytest": 110, "decoder": 40, "generator": 120, "graph": 30, "memory": 20, "serve": 75,
+              "aoti": 120}  # 9 min in all (first H200 run: 6, 13, 25, >95, 16, 8, -, >50 s); aoti last: a compile
+                            # that runs over costs no other step
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_DECODER_RATIO = {128: 0.032 / 0.048, 256: 0.133 / 0.260}
 TARGETS = {"decoder latency NeRV-L / SD-VAE at 128^2": ("<=", 0.45), "decoder latency NeRV-L / SD-VAE at 256^2": ("<=", 0.30),
@@ -65,11 +66,12 @@ class CheckConfig:
     protocols: tuple[tuple[str, str, int], ...] = (("paper", "ddpm", 250), ("fast", "ddim", 50))
     warmup: int = 2
     repeats: int = 5
+    generator_repeats: int = 3  # after 1 warm-up: eager DDPM 250 at L is seconds a run, and the step has 4 such rows
     quick_sd_vae: bool = False
     memory_frames: tuple[int, int] = (16, 128)
     serve_concurrency: int = 16
     serve_batching: tuple[bool, ...] = (True, False)
-    aoti_graphs: tuple[str, ...] = ("dit", "decoder")
+    aoti_graphs: tuple[str, ...] = ("dit",)  # export + compile of S's DiT and decoder took 116 s on the H200
     dry_run: bool = False
     time_box_s: dict[str, float] = field(default_factory=lambda: dict(TIME_BOX_S))
 
@@ -77,9 +79,9 @@ class CheckConfig:
     def dry(cls) -> CheckConfig:
         """The same sequence on the CPU at tiny size, in about a minute."""
         return cls(device="cpu", precision="fp32", decoder_preset="tiny", graph_presets=("tiny",), resolutions=(128,),
-                   frames=4, protocols=(("paper", "ddpm", 6), ("fast", "ddim", 3)), warmup=1, repeats=1,
+                   frames=4, protocols=(("paper", "ddpm", 6), ("fast", "ddim", 3)), warmup=1, repeats=1, generator_repeats=1,
                    quick_sd_vae=True, memory_frames=(4, 16), serve_concurrency=2, serve_batching=(True,),
-                   aoti_graphs=("dit",), dry_run=True)
+                   dry_run=True)
 
     @property
     def graph(self) -> bool:
@@ -142,7 +144,8 @@ def step_pytest(cfg: CheckConfig) -> dict[str, Any]:
     summary = lines[-1] if lines else ""
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}
     failures = [ln.split(" ", 1)[1] for ln in lines if ln.startswith(("FAILED", "ERROR"))]
-    return {"exit_code": proc.returncode, "summary": summary, **counts, "failures": failures}
+    tail = lines[-60:] if proc.returncode not in (0, 5) else []  # what went wrong, for a run whose machine is gone
+    return {"exit_code": proc.returncode, "summary": summary, **counts, "failures": failures, "tail": tail}
 
 
 def _decoder_case(model: str, res: int, cfg: CheckConfig, cuda_graph: bool) -> dict[str, Any]:
@@ -214,6 +217,7 @@ def _generation(pipe, frames: int, steps: int, sampler: str, cfg: CheckConfig) -
 def step_generator(cfg: CheckConfig) -> dict[str, Any]:
     rows, bare = [], {}
     preset_name = cfg.graph_presets[-1]
+    cfg = replace(cfg, warmup=1, repeats=cfg.generator_repeats)
     for res in cfg.resolutions:
         r = cases.dit_forward(preset_name, res, cfg.device, cfg.precision, cfg.warmup, 20 * cfg.repeats, cuda_graph=cfg.graph)
         bare[res] = 1000 * float(np.median(r["times"]))
@@ -223,6 +227,7 @@ def step_generator(cfg: CheckConfig) -> dict[str, Any]:
                 row = _generation(pipe, cfg.frames, steps, sampler, cfg)
                 rows.append({"model": f"NeRV-Diffusion-{preset_name}", "backend": backend, "res": res, "protocol": name,
                              "sampler": sampler, "steps": steps, **row})
+                print(f"  generator {res}^2 {backend} {name}: {row['latency_s']['median']:.3f} s", flush=True)
             del pipe
     return {"rows": rows, "bare_dit_forward_ms": bare}
 
@@ -263,10 +268,13 @@ def step_memory(cfg: CheckConfig) -> dict[str, Any]:
 
 def step_serve(cfg: CheckConfig) -> dict[str, Any]:
     """The tiny default model behind `nerv-rt serve` on this device, concurrency 16, batching on and off."""
+    import importlib.util
     import tempfile
 
     from .serve_load import run_load
 
+    if importlib.util.find_spec("ray") is None:  # the GPU machines' image lacks it, and its wheel is too big to carry
+        return {"not_run": "ray is not installed (pip install 'nerv-rt[serve]')"}
     gpu = ["--device", "cuda", "--num-gpus", "1"] if cfg.device == "cuda" else ["--device", "cpu"]
     with tempfile.TemporaryDirectory() as tmp:
         doc = run_load(Path(tmp), "default", gpu, cfg.device, "auto", concurrencies=(cfg.serve_concurrency,),
@@ -290,6 +298,7 @@ def step_aoti(cfg: CheckConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         folder = export(ckpt, Path(tmp) / "export", aoti_device=cfg.device, graphs_wanted=cfg.aoti_graphs)
         compile_s = time.perf_counter() - t0
+        print(f"  aoti: export + compile {compile_s:.0f} s", flush=True)
         for backend, source in (("torch", ckpt), ("aoti", folder)):
             pipe = Pipeline.load(source, backend=backend, device=cfg.device)
             row: dict[str, Any] = {"per_step_ms": _per_step_ms(pipe, steps, sampler, cfg), "graphs_captured": pipe.model().graphs_captured}
@@ -310,30 +319,44 @@ STEP_FUNCTIONS = {"env": step_env, "pytest": step_pytest, "decoder": step_decode
 # Running, targets, report
 # ---------------------------------------------------------------------------------------------
 
-def run_check(cfg: CheckConfig, out: Path, skip: tuple[str, ...] = (), say=print) -> dict[str, Any]:
+def step_status(result: dict[str, Any]) -> str:
+    if "not_run" in result:  # the step found what it needs missing (its reason is in the result)
+        return "skipped"
+    return "failed" if result.get("exit_code") not in (None, 0, 5) else "ok"  # pytest's 5: nothing collected
+
+
+def run_check(cfg: CheckConfig, out: Path, skip: tuple[str, ...] = (), say=print,
+              kept: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the steps not in `skip`; `kept`: earlier entries (an earlier results.json's steps) of the skipped ones."""
+    kept = kept or {}
     doc: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg), "steps": {},
                            "paper_a6000": PAPER_A6000}
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     for name in STEPS:
         if name in skip:
-            doc["steps"][name] = {"status": "skipped"}
+            doc["steps"][name] = kept.get(name, {"status": "skipped"})
             continue
         say(f"[{time.perf_counter() - t_all:5.0f} s] {name} (time box {cfg.time_box_s[name]:g} s)")
         t0 = time.perf_counter()
         try:
             result, _ = run_in_child(STEP_FUNCTIONS[name], imports=("torch",), timeout=cfg.time_box_s[name], cfg=cfg)
-            entry = {"status": "ok", "result": result}
+            entry = {"status": step_status(result), "result": result, "ran": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         except TimeoutError as e:
             entry = {"status": "timeout", "error": str(e)}
         except RuntimeError as e:
             entry = {"status": "error", "error": str(e)[-2000:]}
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         doc["steps"][name] = entry
-        doc["targets"] = targets(doc)
-        doc["total_seconds"] = round(time.perf_counter() - t_all, 1)
-        write(doc, out)
+        _finish(doc, out, t_all)
+    _finish(doc, out, t_all)  # the skipped steps after the last one run
     return doc
+
+
+def _finish(doc: dict[str, Any], out: Path, t_all: float) -> None:
+    doc["targets"] = targets(doc)
+    doc["total_seconds"] = round(time.perf_counter() - t_all, 1)
+    write(doc, out)
 
 
 def _ok(doc: dict, step: str) -> dict[str, Any] | None:
@@ -417,9 +440,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
              "Paper figures are the paper's (NeRV-Diffusion, ICLR 2026, A6000, bf16, batch 1), not measurements of this run.",
              "", "| step | status | seconds |", "|---|---|---|"]
     lines += [f"| {k} | {v['status']} | {v.get('seconds', '')} |" for k, v in doc["steps"].items()]
-    pytest_result = _ok(doc, "pytest")
+    pytest_result = doc["steps"].get("pytest", {}).get("result")  # also when it failed
     if pytest_result:
         lines += ["", f"pytest -m gpu: {pytest_result['summary']}"] + [f"- FAILED {f}" for f in pytest_result["failures"]]
+        if pytest_result.get("tail"):
+            lines += ["", "```", *pytest_result["tail"], "```"]
     decoder = _ok(doc, "decoder")
     if decoder:
         lines += ["", f"## Decoder: one {c['frames']}-frame video", "",
@@ -432,7 +457,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
                          f"{_gb(r, 'allocator_peak_mb')} | {_gb(r, 'nvml_process_delta_peak_mb')} | {p_lat} | {p_mem} |")
     gen = _ok(doc, "generator")
     if gen:
-        lines += ["", f"## Generator: sampling + decoding one {c['frames']}-frame video", "",
+        lines += ["", f"## Generator: sampling + decoding one {c['frames']}-frame video ({c['generator_repeats']} timed runs "
+                  "after 1 warm-up)", "",
                   "| model | backend | res | protocol | latency (s) | sampling (s) | decoding (s) | per step (ms) | "
                   "allocator peak (GB) | NVML process peak (GB) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in gen["rows"]:
@@ -481,6 +507,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     for name, entry in doc["steps"].items():
         if entry["status"] in ("error", "timeout"):
             lines += ["", f"{name}: {entry['status']}: {entry['error'].strip().splitlines()[-1] if entry['error'] else ''}"]
+        elif entry.get("result", {}).get("not_run"):
+            lines += ["", f"{name}: skipped: {entry['result']['not_run']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -489,8 +517,18 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="results folder (default: bench/results/<gpu-slug>/)")
     ap.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="steps to leave out")
+    ap.add_argument("--rerun", nargs="+", choices=STEPS, metavar="STEP",
+                    help="run only these steps again, keeping the other steps' results from --out's results.json")
     ap.add_argument("--dry-run", action="store_true", help="the same sequence on the CPU at tiny size")
     args = ap.parse_args(argv)
+    kept, skip = None, tuple(args.skip)
+    if args.rerun:
+        earlier = args.out / "results.json" if args.out else None
+        if earlier is None or not earlier.is_file():
+            print("error: --rerun needs --out with the results.json of an earlier run", file=sys.stderr)
+            return 2
+        kept = json.loads(earlier.read_text())["steps"]
+        skip = tuple(k for k in STEPS if k not in args.rerun)
     cfg = CheckConfig.dry() if args.dry_run else CheckConfig()
     if not args.dry_run:
         import torch
@@ -506,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tempfile.mkdtemp(prefix="nerv-rt-gpu-check-dry-"))
     else:
         out = ROOT / "bench" / "results" / "gpu-check-pending"
-    doc = run_check(cfg, out, tuple(args.skip), say=lambda s: print(s, flush=True))
+    doc = run_check(cfg, out, skip, say=lambda s: print(s, flush=True), kept=kept)
     if args.out is None and not args.dry_run:  # name the folder after the GPU it ran on
         final = ROOT / "bench" / "results" / gpu_slug(doc)
         if final.exists():
@@ -517,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         out = final
     print((out / "results.md").read_text())
     print(f"results: {out}")
-    failed = [k for k, v in doc["steps"].items() if v["status"] in ("error", "timeout")]
+    failed = [k for k, v in doc["steps"].items() if v["status"] in ("error", "timeout", "failed")]
     return 1 if failed else 0
 
 

@@ -71,9 +71,14 @@ class Server:
                         return self
             except OSError:
                 time.sleep(1)
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        try:  # the group may outlive a server that exited (Ray's processes), or be gone with it
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
         OWN_SESSIONS.discard(self.proc.pid)
-        raise RuntimeError(f"nerv-rt serve did not come up: {Path(self.log.name).read_text()[-2000:]}")
+        raise RuntimeError(f"nerv-rt serve did not come up (exit code {self.proc.returncode}): "
+                           f"{Path(self.log.name).read_text()[-2000:]}")
 
     def __exit__(self, *exc) -> None:
         self.proc.send_signal(signal.SIGTERM)  # the CLI takes Serve and Ray down
