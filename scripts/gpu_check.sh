@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The prepared GPU check (nerv_rt/bench/gpu_check.py): every GPU row of the paper's table in one run, each step
-# time-boxed, the whole under 8 minutes on one H100 / H200. Runs on a bare CUDA machine without network whose
+# time-boxed, the whole under 9 minutes on one H100 / H200. Runs on a bare CUDA machine without network whose
 # image has torch (CUDA), numpy, onnx, onnxruntime, pytest, typer, rich, safetensors, imageio and nvidia-ml-py:
 # the wheels the image lacks come from .whl/ (made beforehand by scripts/gpu_wheels.sh), installed beside it,
 # never over what it has. The checkout itself is on PYTHONPATH (no install).
 #
 #   scripts/gpu_check.sh [--out DIR] [--skip STEP ...]   # results.json + results.md, default bench/results/<gpu>/
+#   scripts/gpu_check.sh --out DIR --rerun STEP ...      # only these steps again, the others kept from DIR
 #   scripts/gpu_check.sh --dry-run --out DIR             # the same sequence on the CPU at tiny size (the tests run it)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
+from nerv_rt.engines.ort_backend import cuda_ep_available  # noqa: E402
 from nerv_rt.export.trt_build import tensorrt_available  # noqa: E402
 from nerv_rt.runtime.pipeline import Pipeline  # noqa: E402
 
@@ -79,12 +80,9 @@ def test_tensorrt_engines(tiny_ckpt, typed_export, precision):
     assert _psnr(trt.decode(tokens, frames=20, chunk=20), ref.decode(tokens, frames=20)) >= 35  # chunk > profile: split
 
 
-@pytest.mark.parametrize("cuda_graph", [False, True])
+@pytest.mark.skipif(not cuda_ep_available(), reason="this onnxruntime has no CUDA execution provider (onnxruntime-gpu)")
+@pytest.mark.parametrize("cuda_graph", [False, True])  # skipped before the export fixture is built
 def test_onnxruntime_cuda_ep(tiny_ckpt, tiny_export, cuda_graph):
-    from nerv_rt.engines.ort_backend import cuda_ep_available
-
-    if not cuda_ep_available():
-        pytest.skip("this onnxruntime has no CUDA execution provider (onnxruntime-gpu)")
     pipe = Pipeline.load(tiny_export, backend="onnxruntime", device="cuda", cuda_graph=cuda_graph)
     ref = Pipeline.load(tiny_ckpt, backend="torch", device="cuda")
     np.testing.assert_allclose(pipe.sample_tokens(**KW), ref.sample_tokens(**KW).cpu().numpy(), atol=1e-3, rtol=1e-3)

@@ -48,7 +48,8 @@ def test_gpu_tests_collect_without_pyav_and_ray():
 
 def test_rerun_runs_the_named_steps_and_keeps_the_rest(tmp_path):
     """A short GPU window reruns only what failed: the other steps' entries come from the earlier results.json."""
-    earlier = {"steps": {"env": {"status": "ok", "result": {"old": True}},
+    earlier = {"config": {"dry_run": True, "device": "cpu", "precision": "fp32"},
+               "steps": {"env": {"status": "ok", "result": {"old": True}},
                          "aoti": {"status": "timeout", "error": "step_aoti did not finish within 50 s"}}}
     (tmp_path / "results.json").write_text(json.dumps(earlier))
     res = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path), "--rerun", "memory"],
@@ -58,6 +59,32 @@ def test_rerun_runs_the_named_steps_and_keeps_the_rest(tmp_path):
     assert steps["env"] == earlier["steps"]["env"] and steps["aoti"] == earlier["steps"]["aoti"]
     assert steps["memory"]["status"] == "ok" and steps["decoder"] == {"status": "skipped"}
     assert list(steps) == list(STEPS)
+
+
+def test_rerun_keeps_the_earlier_results_on_disk_while_it_runs(tmp_path):
+    """A window that ends in the middle of the rerun step must not lose what the earlier run measured."""
+    from nerv_rt.bench.gpu_check import CheckConfig, run_check
+
+    earlier = {"created": "then", "config": {"dry_run": True},
+               "steps": {"decoder": {"status": "ok", "result": {"rows": []}}, "pytest": {"status": "ok",
+                         "result": {"exit_code": 2, "summary": "7 errors", "failures": []}}}}
+    seen = []
+
+    def say(line):  # called just before a step starts: what is on disk then
+        seen.append(json.loads((tmp_path / "results.json").read_text())["steps"])
+
+    doc = run_check(CheckConfig.dry(), tmp_path, skip=tuple(s for s in STEPS if s != "env"), say=say, earlier=earlier)
+    assert seen and seen[0]["decoder"] == earlier["steps"]["decoder"]
+    assert doc["steps"]["pytest"]["status"] == "failed"  # re-judged: an older version recorded exit code 2 as ok
+    assert doc["kept_from"] == {"created": "then", "config": {"dry_run": True}, "steps": ["decoder", "pytest"]}
+
+
+def test_rerun_refuses_results_of_another_kind(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"dry_run": False, "device": "cuda",
+                                                                  "precision": "bf16"}, "steps": {}}))
+    res = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(tmp_path), "--rerun", "env"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "another kind of run" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_rerun_needs_an_earlier_result(tmp_path):
@@ -70,7 +97,7 @@ def test_step_status():
     assert step_status({"rows": []}) == "ok"
     assert step_status({"not_run": "ray is not installed"}) == "skipped"
     assert step_status({"exit_code": 0, "skipped": 10}) == "ok"  # pytest's own count of skipped tests
-    assert step_status({"exit_code": 5}) == "ok"  # nothing collected
+    assert step_status({"exit_code": 5}) == "failed"  # no gpu test collected: the check checked nothing
     assert step_status({"exit_code": 2, "error": 7}) == "failed"  # the first H200 run: collection errors
 
 

@@ -128,7 +128,7 @@ def step_pytest(cfg: CheckConfig) -> dict[str, Any]:
     time box so that nothing of it runs on during the benchmarks; counts from its summary line."""
     import signal
 
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "-p", "no:cacheprovider",
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rA", "--durations=5", "-p", "no:cacheprovider",
                              str(ROOT / "tests")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             start_new_session=True)
     OWN_SESSIONS.add(proc.pid)  # SIGTERMed with the step if the step runs out of time
@@ -144,8 +144,10 @@ def step_pytest(cfg: CheckConfig) -> dict[str, Any]:
     summary = lines[-1] if lines else ""
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}
     failures = [ln.split(" ", 1)[1] for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    outcomes = [ln for ln in lines if ln.startswith(("PASSED", "SKIPPED", "FAILED", "ERROR"))]  # -rA: each test by name
     tail = lines[-60:] if proc.returncode not in (0, 5) else []  # what went wrong, for a run whose machine is gone
-    return {"exit_code": proc.returncode, "summary": summary, **counts, "failures": failures, "tail": tail}
+    return {"exit_code": proc.returncode, "summary": summary, **counts, "failures": failures, "outcomes": outcomes,
+            "tail": tail}
 
 
 def _decoder_case(model: str, res: int, cfg: CheckConfig, cuda_graph: bool) -> dict[str, Any]:
@@ -192,8 +194,9 @@ def random_pipeline(preset_name: str, res: int, backend: str, cfg: CheckConfig):
 
 def _per_step_ms(pipe, steps: int, sampler: str, cfg: CheckConfig, full_s: float | None = None) -> float:
     """One sampler step, from the slope between sampling `steps` and steps // 5 steps: a run's fixed costs (the
-    noise drawn on the host and copied over, the coefficient table, the final scaling) cancel. `full_s`: the
-    median time of `steps` already measured (then only the short run is timed)."""
+    initial noise, the coefficient table, the final scaling) cancel; DDPM's per-step noise, drawn on the host as one
+    (steps, N, d) array, grows with the step count and stays in. `full_s`: the median time of `steps` already
+    measured (then only the short run is timed)."""
     if steps < 2:
         raise ValueError(f"a per-step slope needs at least 2 steps, got {steps}")
 
@@ -273,7 +276,11 @@ def step_serve(cfg: CheckConfig) -> dict[str, Any]:
 
     from .serve_load import run_load
 
-    if importlib.util.find_spec("ray") is None:  # the GPU machines' image lacks it, and its wheel is too big to carry
+    try:
+        has_serve = importlib.util.find_spec("ray.serve") is not None
+    except ModuleNotFoundError:  # no ray at all
+        has_serve = False
+    if not has_serve:  # the GPU machines' image lacks it, and its wheel is too big to carry
         return {"not_run": "ray is not installed (pip install 'nerv-rt[serve]')"}
     gpu = ["--device", "cuda", "--num-gpus", "1"] if cfg.device == "cuda" else ["--device", "cpu"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -322,20 +329,24 @@ STEP_FUNCTIONS = {"env": step_env, "pytest": step_pytest, "decoder": step_decode
 def step_status(result: dict[str, Any]) -> str:
     if "not_run" in result:  # the step found what it needs missing (its reason is in the result)
         return "skipped"
-    return "failed" if result.get("exit_code") not in (None, 0, 5) else "ok"  # pytest's 5: nothing collected
+    return "failed" if result.get("exit_code") not in (None, 0) else "ok"  # pytest's 5 too: no gpu test collected
 
 
 def run_check(cfg: CheckConfig, out: Path, skip: tuple[str, ...] = (), say=print,
-              kept: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the steps not in `skip`; `kept`: earlier entries (an earlier results.json's steps) of the skipped ones."""
-    kept = kept or {}
-    doc: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg), "steps": {},
-                           "paper_a6000": PAPER_A6000}
+              earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the steps not in `skip`; `earlier`: an earlier results.json, whose entries of the skipped steps are kept
+    (its creation time and config recorded under `kept_from`)."""
+    earlier = earlier or {}
+    kept = {k: _restatus(v) for k, v in earlier.get("steps", {}).items() if k in skip}
+    doc: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
+                           "steps": {k: kept.get(k, {"status": "skipped"}) for k in STEPS}, "paper_a6000": PAPER_A6000}
+    if kept:
+        doc["kept_from"] = {"created": earlier.get("created"), "config": earlier.get("config"), "steps": sorted(kept)}
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
+    _finish(doc, out, t_all)  # the kept entries on disk from the start: a window that ends mid-step keeps them
     for name in STEPS:
         if name in skip:
-            doc["steps"][name] = kept.get(name, {"status": "skipped"})
             continue
         say(f"[{time.perf_counter() - t_all:5.0f} s] {name} (time box {cfg.time_box_s[name]:g} s)")
         t0 = time.perf_counter()
@@ -349,8 +360,12 @@ def run_check(cfg: CheckConfig, out: Path, skip: tuple[str, ...] = (), say=print
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         doc["steps"][name] = entry
         _finish(doc, out, t_all)
-    _finish(doc, out, t_all)  # the skipped steps after the last one run
     return doc
+
+
+def _restatus(entry: dict[str, Any]) -> dict[str, Any]:
+    """A kept entry's status by this version's rules (an older one recorded a failed pytest as ok)."""
+    return {**entry, "status": step_status(entry["result"])} if "result" in entry else entry
 
 
 def _finish(doc: dict[str, Any], out: Path, t_all: float) -> None:
@@ -521,15 +536,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only these steps again, keeping the other steps' results from --out's results.json")
     ap.add_argument("--dry-run", action="store_true", help="the same sequence on the CPU at tiny size")
     args = ap.parse_args(argv)
-    kept, skip = None, tuple(args.skip)
+    cfg = CheckConfig.dry() if args.dry_run else CheckConfig()
+    earlier_doc, skip = None, tuple(args.skip)
     if args.rerun:
         earlier = args.out / "results.json" if args.out else None
-        if earlier is None or not earlier.is_file():
-            print("error: --rerun needs --out with the results.json of an earlier run", file=sys.stderr)
+        if args.skip or earlier is None or not earlier.is_file():
+            print("error: --rerun needs --out with the results.json of an earlier run (and no --skip)", file=sys.stderr)
             return 2
-        kept = json.loads(earlier.read_text())["steps"]
+        earlier_doc = json.loads(earlier.read_text())
+        was = {k: earlier_doc.get("config", {}).get(k) for k in ("dry_run", "device", "precision")}
+        if was != {k: asdict(cfg)[k] for k in was}:
+            print(f"error: {earlier} is of another kind of run ({was}): --rerun keeps results of the same kind only",
+                  file=sys.stderr)
+            return 2
         skip = tuple(k for k in STEPS if k not in args.rerun)
-    cfg = CheckConfig.dry() if args.dry_run else CheckConfig()
     if not args.dry_run:
         import torch
 
@@ -544,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tempfile.mkdtemp(prefix="nerv-rt-gpu-check-dry-"))
     else:
         out = ROOT / "bench" / "results" / "gpu-check-pending"
-    doc = run_check(cfg, out, skip, say=lambda s: print(s, flush=True), kept=kept)
+    doc = run_check(cfg, out, skip, say=lambda s: print(s, flush=True), earlier=earlier_doc)
     if args.out is None and not args.dry_run:  # name the folder after the GPU it ran on
         final = ROOT / "bench" / "results" / gpu_slug(doc)
         if final.exists():

@@ -77,8 +77,9 @@ class Server:
             pass
         self.proc.wait()
         OWN_SESSIONS.discard(self.proc.pid)
-        raise RuntimeError(f"nerv-rt serve did not come up (exit code {self.proc.returncode}): "
-                           f"{Path(self.log.name).read_text()[-2000:]}")
+        log = Path(self.log.name).read_text()
+        Path(self.log.name).unlink(missing_ok=True)
+        raise RuntimeError(f"nerv-rt serve did not come up (exit code {self.proc.returncode}): {log[-2000:]}")
 
     def __exit__(self, *exc) -> None:
         self.proc.send_signal(signal.SIGTERM)  # the CLI takes Serve and Ray down
