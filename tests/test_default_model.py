@@ -81,3 +81,21 @@ def test_generate_with_no_arguments_but_out(tmp_path):
     n, shape = read_frames(tmp_path / "clip.mp4")
     assert n == 16 and shape == (128, 128, 3)
 
+
+
+def test_recon_class_script(tmp_path):
+    """scripts/recon_class.py (the README's reconstruction class-accuracy table) runs and reports what it says."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_cli import ROOT
+
+    out = tmp_path / "rc.json"
+    res = subprocess.run([sys.executable, "scripts/recon_class.py", "--per-class", "1", "--refine-steps", "0,4",
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["clips"] == len(MOTIONS) and [r["refine_steps"] for r in doc["rows"]] == [0, 4]
+    for r in doc["rows"]:
+        assert np.sum(r["confusion"]) == len(MOTIONS) and r["class_accuracy"] == np.trace(r["confusion"]) / len(MOTIONS)
