@@ -16,13 +16,12 @@ import numpy as np
 
 from nerv_rt.evaluate.classifier import Classifier
 from nerv_rt.evaluate.gen import real_clips
-from nerv_rt.evaluate.metrics import motion_ratio
+from nerv_rt.evaluate.metrics import confusion_matrix, motion_ratio
 from nerv_rt.runtime.pipeline import Pipeline
 
 
 def accuracy_and_confusion(probs: np.ndarray, labels: np.ndarray, classes: int) -> tuple[float, list[list[int]]]:
-    confusion = np.zeros((classes, classes), int)
-    np.add.at(confusion, (labels, probs.argmax(1)), 1)
+    confusion = confusion_matrix(labels, probs.argmax(1), classes)
     return float(np.trace(confusion) / len(labels)), confusion.tolist()
 
 

@@ -9,7 +9,7 @@ import torch
 
 from nerv_rt import checkpoint as ckpt_io
 from nerv_rt.errors import NervError
-from nerv_rt.evaluate.metrics import frechet_distance
+from nerv_rt.evaluate.metrics import confusion_matrix, frechet_distance
 from nerv_rt.train.losses import StructuralLoss, perceptual_loss
 from tests.test_cli import assert_clean_error, read_frames, run
 
@@ -59,6 +59,11 @@ def test_eval_recon_errors(tmp_path, clips_dir, tiny_ckpt):
     (tmp_path / "bad.pt").write_text("nope")
     assert_clean_error(run("eval", "recon", clips_dir, "--model", tiny_ckpt, "--i3d", tmp_path / "bad.pt"),
                        "not a TorchScript feature extractor")
+
+
+def test_confusion_matrix_rows_are_wanted_columns_predicted():
+    m = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
+    assert m.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
 
 
 def test_frechet_distance_properties():

@@ -74,7 +74,7 @@ def test_rerun_keeps_the_earlier_results_on_disk_while_it_runs(tmp_path):
         seen.append(json.loads((tmp_path / "results.json").read_text())["steps"])
 
     doc = run_check(CheckConfig.dry(), tmp_path, skip=tuple(s for s in STEPS if s != "env"), say=say, earlier=earlier)
-    assert seen and seen[0]["decoder"] == earlier["steps"]["decoder"]
+    assert seen and seen[0]["decoder"] == earlier["steps"]["decoder"] and seen[0]["env"] == {"status": "pending"}
     assert doc["steps"]["pytest"]["status"] == "failed"  # re-judged: an older version recorded exit code 2 as ok
     assert doc["kept_from"] == {"created": "then", "config": {"dry_run": True}, "steps": ["decoder", "pytest"]}
 

@@ -145,7 +145,7 @@ def step_pytest(cfg: CheckConfig) -> dict[str, Any]:
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}
     failures = [ln.split(" ", 1)[1] for ln in lines if ln.startswith(("FAILED", "ERROR"))]
     outcomes = [ln for ln in lines if ln.startswith(("PASSED", "SKIPPED", "FAILED", "ERROR"))]  # -rA: each test by name
-    tail = lines[-60:] if proc.returncode not in (0, 5) else []  # what went wrong, for a run whose machine is gone
+    tail = lines[-60:] if proc.returncode != 0 else []  # what went wrong (step_status's rule), for a run whose machine is gone
     return {"exit_code": proc.returncode, "summary": summary, **counts, "failures": failures, "outcomes": outcomes,
             "tail": tail}
 
@@ -339,7 +339,8 @@ def run_check(cfg: CheckConfig, out: Path, skip: tuple[str, ...] = (), say=print
     earlier = earlier or {}
     kept = {k: _restatus(v) for k, v in earlier.get("steps", {}).items() if k in skip}
     doc: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
-                           "steps": {k: kept.get(k, {"status": "skipped"}) for k in STEPS}, "paper_a6000": PAPER_A6000}
+                           "steps": {k: kept.get(k, {"status": "skipped"}) if k in skip else {"status": "pending"} for k in STEPS},
+                           "paper_a6000": PAPER_A6000}  # "pending" stays on a step whose window ended while it ran
     if kept:
         doc["kept_from"] = {"created": earlier.get("created"), "config": earlier.get("config"), "steps": sorted(kept)}
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ request when its last one returned. The server is the real CLI in a subprocess o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -71,10 +72,8 @@ class Server:
                         return self
             except OSError:
                 time.sleep(1)
-        try:  # the group may outlive a server that exited (Ray's processes), or be gone with it
+        with contextlib.suppress(ProcessLookupError):  # the group may outlive an exited server (Ray), or be gone
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait()
         OWN_SESSIONS.discard(self.proc.pid)
         log = Path(self.log.name).read_text()

@@ -17,7 +17,7 @@ from ..errors import NervError
 from ..runtime.pipeline import Pipeline, check_sampling
 from ..runtime.video_io import list_videos, read_video
 from .classifier import CLASSIFIER_DIR, Classifier
-from .metrics import frechet_distance, motion
+from .metrics import confusion_matrix, frechet_distance, motion
 from .recon import FeatureExtractor
 
 HELD_OUT_SEED = 1
@@ -93,8 +93,7 @@ def evaluate_generation(pipe: Pipeline, res: int | None = None, per_class: int =
         want_b = np.repeat(np.arange(len(names)), [len(set_b[c]) for c in names])
         result["class_accuracy"] = float((pred_gen == want_gen).mean())
         result["class_accuracy_per_class"] = {c: float((pred_gen[want_gen == k] == k).mean()) for k, c in enumerate(names)}
-        result["confusion"] = np.bincount(want_gen * len(names) + pred_gen, minlength=len(names) ** 2).reshape(
-            len(names), len(names)).tolist()  # rows: requested class, columns: the classifier's label
+        result["confusion"] = confusion_matrix(want_gen, pred_gen, len(names)).tolist()  # rows: requested class
         result["classifier"]["real_accuracy"] = float((np.argmax(p_b[:, index], axis=1) == want_b).mean())
     else:
         result["class_accuracy"] = None  # the classifier does not know these classes

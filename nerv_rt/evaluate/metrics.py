@@ -40,6 +40,11 @@ def motion(clip: np.ndarray) -> float:
     return float(np.abs(clip[-1].astype(np.float32) - clip[0].astype(np.float32)).mean())
 
 
+def confusion_matrix(want: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
+    """Counts [classes, classes] of integer labels: rows the wanted class, columns the predicted one."""
+    return np.bincount(want * classes + pred, minlength=classes**2).reshape(classes, classes)
+
+
 def motion_ratio(made: list[np.ndarray], real: list[np.ndarray]) -> float:
     """Mean motion of made (generated or reconstructed) clips over the mean motion of real clips."""
     return float(np.mean([motion(c) for c in made]) / max(np.mean([motion(c) for c in real]), 1e-9))
