@@ -300,16 +300,20 @@ def data_synth(
     seed: int = typer.Option(0, help="Seed; clip i depends only on (seed, i)."),
     res: int = typer.Option(128, "--res", "-r", help="Frame size."),
     frames: int = typer.Option(16, "--frames", "-f", help="Frames per clip."),
+    workers: int = typer.Option(0, "--workers", "-j", help="Processes making clips (0: one per CPU)."),
 ) -> None:
-    """Write the synthetic set: pans / zooms over scikit-image's photos and moving shapes, as .mp4."""
-    require("scipy", "skimage", extra="train")
-    from .data.synthetic import MOTIONS, write_synthetic
+    """Write the synthetic set: pans / zooms over scikit-image's photos and moving shapes, as .mp4.
 
-    if n < 1 or res < 16 or res % 2 or frames < 1:
-        _fail("--n and --frames must be >= 1 and --res an even number >= 16")
+    The folder appears only when every clip is written; --out must not exist or be an empty folder."""
+    require("scipy", "skimage", extra="train")
+    from .data.synthetic import MOTIONS, default_workers, write_synthetic
+
+    if n < 1 or res < 16 or res % 2 or frames < 1 or workers < 0:
+        _fail("--n and --frames must be >= 1, --workers >= 0 and --res an even number >= 16")
     with _progress() as bar:
         task = bar.add_task("writing clips", total=n)
-        write_synthetic(out, n, seed, res, frames, progress=lambda: bar.advance(task))
+        write_synthetic(out, n, seed, res, frames, progress=lambda: bar.advance(task),
+                        workers=workers or default_workers())
     typer.echo(f"{out} ({n} clips, {len(MOTIONS)} classes)")
 
 

@@ -45,6 +45,23 @@ def test_synthetic_clips_are_deterministic_and_move():
         assert np.abs(clip[0].astype(int) - clip[-1]).mean() > 2, MOTIONS[i]  # every kind moves
 
 
+def test_synthetic_set_is_the_same_from_parallel_workers_and_appears_only_when_complete(tmp_path, clips):
+    write_synthetic(tmp_path / "par", 4, seed=3, res=128, n_frames=16, workers=2)
+    serial = sorted(p.relative_to(clips) for p in clips.rglob("*.mp4"))
+    assert serial == sorted(p.relative_to(tmp_path / "par") for p in (tmp_path / "par").rglob("*.mp4"))
+    for rel in serial:
+        assert (tmp_path / "par" / rel).read_bytes() == (clips / rel).read_bytes(), rel
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic(tmp_path / "cut", 4, seed=3, progress=interrupt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["par"]  # no half-written set, no temporary left
+    with pytest.raises(NervError, match="not an empty folder"):
+        write_synthetic(tmp_path / "par", 4, seed=3)
+
+
 def test_video_folder_reads_written_mp4s(clips):
     data = VideoFolder(clips, frames=16, res=128)
     assert len(data) == 4 and data.classes == sorted(MOTIONS[:4]) and data.num_classes == 4

@@ -9,10 +9,16 @@ about an hour, reconstructs held-out clips well; it is a smoke-test distribution
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from ..errors import NervError
+from ..formats import atomic_path
 
 MOTIONS = ("pan_left", "pan_right", "pan_up", "pan_down", "zoom_in", "zoom_out", "shapes_drift", "shapes_bounce")
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "rocket", "retina")
@@ -111,19 +117,46 @@ def make_clip(seed: int, index: int, res: int = 128, n_frames: int = 16, blur: f
     return (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.uint8), label
 
 
-def write_synthetic(out: str | Path, n: int, seed: int = 0, res: int = 128, n_frames: int = 16, fps: int = 8,
-                    progress=None) -> list[Path]:
-    """Write n clips as H.264 .mp4 files in one folder per motion kind: out/<motion>/<index>.mp4."""
+def _write_clip(job: tuple[Path, int, int, int, int, int]) -> Path:
+    root, seed, index, res, n_frames, fps = job
     from ..runtime.video_io import save_video
 
+    frames, label = make_clip(seed, index, res, n_frames)
+    path = root / MOTIONS[label] / f"{index:05d}.mp4"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_video(frames, path, fps=fps, quality="high")
+    return path
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (what os.process_cpu_count gives from Python 3.13)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def write_synthetic(out: str | Path, n: int, seed: int = 0, res: int = 128, n_frames: int = 16, fps: int = 8,
+                    progress=None, workers: int = 1) -> list[Path]:
+    """Write n clips as H.264 .mp4 files in one folder per motion kind: out/<motion>/<index>.mp4.
+
+    The set is written into a temporary folder beside `out` and renamed into place when complete, so an
+    interrupted run leaves no half-written set that a later stage would take for a finished one. `out`
+    may exist only if empty. With `workers` > 1 clips are made in that many processes (clip i depends on
+    (seed, i) alone, so the files are the same)."""
     out = Path(out)
-    paths = []
-    for i in range(n):
-        frames, label = make_clip(seed, i, res, n_frames)
-        path = out / MOTIONS[label] / f"{i:05d}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_video(frames, path, fps=fps, quality="high")
-        paths.append(path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise NervError(f"{out} exists and is not an empty folder; remove it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, folder=True) as tmp:
+        jobs = [(tmp, seed, i, res, n_frames, fps) for i in range(n)]
+        if workers > 1 and n > 1:
+            with ProcessPoolExecutor(min(workers, n)) as pool:
+                written = list(_report(pool.map(_write_clip, jobs, chunksize=4), progress))
+        else:
+            written = list(_report(map(_write_clip, jobs), progress))
+    return [out / p.relative_to(tmp) for p in written]
+
+
+def _report(paths: Iterable[Path], progress) -> Iterator[Path]:
+    for path in paths:
         if progress is not None:
             progress()
-    return paths
+        yield path
