@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nerv_rt.data.synthetic import make_clip
+from nerv_rt.evaluate.classifier import Classifier
 from nerv_rt.evaluate.metrics import motion, motion_ratio, psnr
 from nerv_rt.runtime.frames import frame_times, to_uint8
 from nerv_rt.runtime.pipeline import Pipeline
@@ -25,7 +26,8 @@ def stage(made: list[np.ndarray], real: list[np.ndarray]) -> dict[str, float]:
 
 
 def bank_stage(bank_ckpt: Path, data: Path, clips: int) -> dict[str, float]:
-    """The bank's tokens of the first training clips, rendered by that checkpoint's decoder."""
+    """The bank's tokens of `clips` training clips spread over the set, rendered by that checkpoint's decoder, and
+    the shipped classifier's accuracy on those renders: what a DiT that reproduced the bank exactly would reach."""
     import torch
 
     from nerv_rt import checkpoint as ckpt_io
@@ -44,7 +46,11 @@ def bank_stage(bank_ckpt: Path, data: Path, clips: int) -> dict[str, float]:
             video, _ = folder.batch([i], [0.0])
             real.append(to_uint8(video[0].numpy()))
             made.append(to_uint8(vae.decoder(bank[i:i + 1], times)[0].numpy()))
-    return stage(made, real)
+    classifier = Classifier()
+    labels = np.array([classifier.meta.class_names.index(folder.classes[folder.labels[i]]) for i in idx])
+    read = {name: classifier(np.stack(clips_))[0].argmax(1) for name, clips_ in (("real", real), ("bank", made))}
+    return {**stage(made, real), "class_accuracy": float((read["bank"] == labels).mean()),
+            "real_class_accuracy": float((read["real"] == labels).mean())}
 
 
 def main() -> None:
@@ -54,11 +60,21 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=32, help="held-out clips (4 per class)")
     ap.add_argument("--bank", type=Path, help="a train autodecode checkpoint (its bank) ...")
     ap.add_argument("--data", type=Path, help="... and the folder it was trained on")
+    ap.add_argument("--bank-clips", type=int, default=32, help="training clips whose bank tokens are rendered")
+    ap.add_argument("--bank-only", action="store_true", help="only the bank stage (no --model stages)")
     ap.add_argument("--guidance", default="1,2,3,4")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if (args.bank is None) != (args.data is None):
         ap.error("--bank and --data go together")
+    if args.bank_only:
+        if args.bank is None:
+            ap.error("--bank-only needs --bank and --data")
+        out = {"bank": str(args.bank), "bank_training_clips": bank_stage(args.bank, args.data, args.bank_clips)}
+        print("bank", out["bank_training_clips"], flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2) + "\n")
+        return
     pipe = Pipeline.load(args.model, backend="torch")
     cfg = pipe.model(args.res).config
     real = [make_clip(1, i, args.res, cfg.frames)[0] for i in range(args.clips)]
@@ -68,7 +84,7 @@ def main() -> None:
         out[f"{name}_{steps}_steps"] = stage(made, real)
         print(name, steps, out[f"{name}_{steps}_steps"], flush=True)
     if args.bank:
-        out["bank_training_clips"] = bank_stage(args.bank, args.data, args.clips)
+        out["bank_training_clips"] = bank_stage(args.bank, args.data, args.bank_clips)
         print("bank", out["bank_training_clips"], flush=True)
     labels = [i % cfg.num_classes for i in range(args.clips)]  # make_clip's label order is the synthetic set's
     from nerv_rt.data.synthetic import MOTIONS

@@ -165,3 +165,20 @@ def test_numpy_metrics_match_the_torch_ones():
     assert ssim(a, b) == pytest.approx(float(torch_ssim(ta, tb).mean()), abs=1e-5)
     assert psnr(a, b) == pytest.approx(float(psnr_from_mse((ta - tb).pow(2).mean())), abs=1e-3)
     assert motion(a) == pytest.approx(np.abs(a[-1].astype(float) - a[0]).mean())
+
+
+def test_ssim_loss_is_fp32_under_bf16_autocast():
+    """CUDA training runs under bf16 autocast; SSIM's variances (E[a^2] - mu^2) cancel to rounding noise in bf16 on
+    smooth frames, such as an early decoder's near-constant output: the first VAE trained on a GPU stalled at 9 dB.
+    CPU autocast shows the same cancellation (0.97 against 0.89 here before the fix)."""
+    from nerv_rt.train.losses import ssim as torch_ssim
+
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(-0.2, 0.3, 64)
+    real = (ramp[None, None, None, :] + 0.02 * torch.randn(2, 3, 64, 64, generator=g)).clamp(-1, 1)
+    early = 0.05 + 0.001 * torch.randn(2, 3, 64, 64, generator=g)
+    reference = torch_ssim(early, real)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = torch_ssim(early, real)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, reference)

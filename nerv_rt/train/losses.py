@@ -27,18 +27,21 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Mean SSIM per image (Wang et al. 2004, Gaussian 11x11, sigma 1.5) on [0, 1]-scaled inputs; differentiable
     (the numpy twin for evaluation, evaluate.metrics.ssim, gives the same figure: tests/test_eval.py).
 
-    a, b: (B, C, H, W) in [-1, 1] -> (B,)
+    a, b: (B, C, H, W) in [-1, 1] -> (B,), always in fp32: the variances are differences of squares, E[a^2] - mu^2,
+    which bf16 autocast (CUDA training) cancels to rounding noise on smooth frames. Under it the tiny VAE's first
+    `train_default.sh --device cuda` run stalled at 9 dB (README, "Training on a GPU").
     """
-    a, b = (a + 1) / 2, (b + 1) / 2
-    c1, c2 = 0.01**2, 0.03**2
-    C = a.shape[1]
-    w = _gaussian_window(window, sigma, C, a)
-    mu_a, mu_b = F.conv2d(a, w, groups=C), F.conv2d(b, w, groups=C)
-    var_a = F.conv2d(a * a, w, groups=C) - mu_a**2
-    var_b = F.conv2d(b * b, w, groups=C) - mu_b**2
-    cov = F.conv2d(a * b, w, groups=C) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1)
+    with torch.autocast(a.device.type, enabled=False):
+        a, b = (a.float() + 1) / 2, (b.float() + 1) / 2
+        c1, c2 = 0.01**2, 0.03**2
+        C = a.shape[1]
+        w = _gaussian_window(window, sigma, C, a)
+        mu_a, mu_b = F.conv2d(a, w, groups=C), F.conv2d(b, w, groups=C)
+        var_a = F.conv2d(a * a, w, groups=C) - mu_a**2
+        var_b = F.conv2d(b * b, w, groups=C) - mu_b**2
+        cov = F.conv2d(a * b, w, groups=C) - mu_a * mu_b
+        s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+        return s.flatten(1).mean(1)
 
 
 def temporal_l2(recon: Tensor, target: Tensor) -> Tensor:

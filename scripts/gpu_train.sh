@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# scripts/train_default.sh --device cuda on a bare GPU machine of the device image, time-boxed: that image has
+# torch (CUDA), scipy and scikit-image but neither PyAV nor this package installed, so PyAV comes from .whl/
+# (scripts/gpu_wheels.sh --train), the checkout goes on PYTHONPATH and `nerv-rt` is a shim. Writes into OUT the
+# console log with each line's elapsed seconds, and whatever stages finished in the box: the checkpoints
+# without optimizer state (the autodecoder's keep their bank, what `train dit` needs) and, when the last stage
+# ran, the packaged default as one tar per resolution.
+#
+#   scripts/gpu_train.sh OUT [SECONDS]      # SECONDS: the training's time box (default 420)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: scripts/gpu_train.sh OUT [SECONDS]}
+box=${2:-420}
+mkdir -p "$out" /tmp/nerv-rt-bin
+python3 -c "import av" 2>/dev/null ||
+  python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/nerv-rt-site .whl/av-*.whl || exit 1
+export PYTHONPATH="$PWD:/tmp/nerv-rt-site" PYTHONUNBUFFERED=1 RUNS=/tmp/nerv-rt-runs PATH="/tmp/nerv-rt-bin:$PATH"
+printf '#!/bin/sh\nexec python3 -m nerv_rt "$@"\n' > /tmp/nerv-rt-bin/nerv-rt
+printf '#!/bin/sh\nexec python3 "$@"\n' > /tmp/nerv-rt-bin/python
+chmod +x /tmp/nerv-rt-bin/*
+start=$SECONDS
+timeout "$box" scripts/train_default.sh --device cuda 2>&1 | while IFS= read -r line; do
+  printf '[%4d s] %s\n' $((SECONDS - start)) "$line"
+done | tee "$out/train.log"
+echo "train_default.sh: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s (124: the time box)" | tee -a "$out/train.log"
+
+python3 - "$RUNS" "$out" <<'EOF'
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from nerv_rt import checkpoint as ckpt_io
+
+runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+for name in ("ad128", "ad256", "full128", "full256", "dit128-10k", "dit256-10k"):
+    path = runs / f"{name}.pt"
+    if name.startswith("dit") and (runs / f"full{name[3:6]}.pt").exists():
+        continue  # the continued run holds it
+    if path.exists():
+        ck = ckpt_io.load(path)
+        keep = {k: v for k, v in ck.train_state.items() if k in ("kind", "step", "bank")}
+        ckpt_io.save(replace(ck, train_state=keep), out / path.name)
+        print(f"{path.name}: step {keep.get('step')}")
+EOF
+if [ -f "$RUNS/full256.pt" ] && [ nerv_rt/assets/default -nt "$RUNS/full256.pt" ]; then  # packaged in this run
+  for r in 128 256; do tar -C nerv_rt/assets/default -cf "$out/tiny-$r.tar" "tiny-$r"; done
+fi
+ls -la "$out"
