@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import NervError, missing_extra, module_extra, require
+from .errors import NervError, interrupt, missing_extra, module_extra, require
 from .models.presets import PRESETS
 
 # typer vendors click (>= 0.20) or depends on it (older); its BadParameter is a click UsageError either way.
@@ -30,12 +32,17 @@ def _one_line(message: str, code: int) -> None:
 class _Group(typer.core.TyperGroup):
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False  # errors come back here instead of click's multi-line usage report
+        # SIGTERM (timeout, kill) stops like Ctrl-C, so nothing half-written stays behind
+        previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
         try:
             code = super().main(*args, **kwargs)
         except _UsageError as e:
             _one_line(f"{e.format_message()} (see --help)", e.exit_code)
         except typer.Abort:
             _one_line("aborted", 1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: typer.Context):

@@ -6,6 +6,11 @@ class NervError(Exception):
     """A problem the user can fix (bad input, bad file, missing optional dependency)."""
 
 
+def interrupt(*_) -> None:
+    """A SIGTERM handler: stop as Ctrl-C does, so that cleanups run (temporary files, a server's teardown)."""
+    raise KeyboardInterrupt
+
+
 class CheckpointError(NervError):
     """A checkpoint or export folder that cannot be loaded; the message says what is wrong."""
 

@@ -4,9 +4,12 @@
 # (scripts/gpu_wheels.sh --train), the checkout goes on PYTHONPATH and `nerv-rt` is a shim. Writes into OUT the
 # console log with each line's elapsed seconds, and whatever stages finished in the box: the checkpoints
 # without optimizer state (the autodecoder's keep their bank, what `train dit` needs) and, when the last stage
-# ran, the packaged default as one tar per resolution.
+# ran, the packaged default as one tar per resolution. Its checkpoints serve evaluation and `train dit`, not --resume.
+# Exits with train_default.sh's status (124: the time box ended it).
 #
-#   scripts/gpu_train.sh OUT [SECONDS]      # SECONDS: the training's time box (default 420)
+#   scripts/gpu_train.sh OUT [SECONDS]      # OUT relative to the repository root; SECONDS: the time box (default 420)
+#
+# As a device call: `run` with carry [".whl"] and the command `scripts/gpu_train.sh $OUT 415`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu_train.sh OUT [SECONDS]}
@@ -19,10 +22,11 @@ printf '#!/bin/sh\nexec python3 -m nerv_rt "$@"\n' > /tmp/nerv-rt-bin/nerv-rt
 printf '#!/bin/sh\nexec python3 "$@"\n' > /tmp/nerv-rt-bin/python
 chmod +x /tmp/nerv-rt-bin/*
 start=$SECONDS
-timeout "$box" scripts/train_default.sh --device cuda 2>&1 | while IFS= read -r line; do
+timeout -k 30 "$box" scripts/train_default.sh --device cuda 2>&1 | while IFS= read -r line; do
   printf '[%4d s] %s\n' $((SECONDS - start)) "$line"
 done | tee "$out/train.log"
-echo "train_default.sh: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s (124: the time box)" | tee -a "$out/train.log"
+rc=${PIPESTATUS[0]}
+echo "train_default.sh: exit $rc after $((SECONDS - start)) s (124: the time box)" | tee -a "$out/train.log"
 
 python3 - "$RUNS" "$out" <<'EOF'
 import sys
@@ -42,7 +46,8 @@ for name in ("ad128", "ad256", "full128", "full256", "dit128-10k", "dit256-10k")
         ckpt_io.save(replace(ck, train_state=keep), out / path.name)
         print(f"{path.name}: step {keep.get('step')}")
 EOF
-if [ -f "$RUNS/full256.pt" ] && [ nerv_rt/assets/default -nt "$RUNS/full256.pt" ]; then  # packaged in this run
+if [ "$rc" -eq 0 ]; then  # packaging is train_default.sh's last command
   for r in 128 256; do tar -C nerv_rt/assets/default -cf "$out/tiny-$r.tar" "tiny-$r"; done
 fi
 ls -la "$out"
+exit "$rc"

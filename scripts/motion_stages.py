@@ -48,9 +48,9 @@ def bank_stage(bank_ckpt: Path, data: Path, clips: int) -> dict[str, float]:
             made.append(to_uint8(vae.decoder(bank[i:i + 1], times)[0].numpy()))
     classifier = Classifier()
     labels = np.array([classifier.meta.class_names.index(folder.classes[folder.labels[i]]) for i in idx])
-    read = {name: classifier(np.stack(clips_))[0].argmax(1) for name, clips_ in (("real", real), ("bank", made))}
-    return {**stage(made, real), "class_accuracy": float((read["bank"] == labels).mean()),
-            "real_class_accuracy": float((read["real"] == labels).mean())}
+    read_real, read_bank = classifier(np.stack(real))[0].argmax(1), classifier(np.stack(made))[0].argmax(1)
+    return {**stage(made, real), "class_accuracy": float((read_bank == labels).mean()),
+            "real_class_accuracy": float((read_real == labels).mean())}
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,27 @@ def test_synthetic_set_is_the_same_from_parallel_workers_and_appears_only_when_c
     def interrupt() -> None:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        write_synthetic(tmp_path / "cut", 4, seed=3, progress=interrupt)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["par"]  # no half-written set, no temporary left
+    for workers in (1, 2):
+        with pytest.raises(KeyboardInterrupt):
+            write_synthetic(tmp_path / "cut", 4, seed=3, progress=interrupt, workers=workers)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["par"]  # no half-written set, no temporary left
     with pytest.raises(NervError, match="not an empty folder"):
         write_synthetic(tmp_path / "par", 4, seed=3)
+
+
+def test_sigterm_stops_data_synth_without_leaving_a_folder(tmp_path):
+    """timeout / kill send SIGTERM: the CLI stops as on Ctrl-C, so the temporary set is removed."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "nerv_rt", "data", "synth", "--out", str(tmp_path / "set"), "--n", "400",
+                             "-j", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".set.tmp-*/*/*.mp4")) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_video_folder_reads_written_mp4s(clips):
@@ -131,6 +148,11 @@ def test_dit_training_writes_full_checkpoint(tmp_path, clips):
     with pytest.raises(NervError, match="v-prediction run"):  # resuming must not switch what the DiT predicts
         train_dit(clips, tmp_path / "v.pt", tmp_path / "d.pt", DiTTrainConfig(steps=8, batch=4, clips_per_video=1,
                   prediction="eps"), "cpu", resume=True, show_progress=False)
+    slim = replace(loaded, train_state={k: v for k, v in loaded.train_state.items() if k != "optim"})
+    ckpt_io.save(slim, tmp_path / "d.pt")  # as scripts/gpu_train.sh keeps them: no optimizer state
+    with pytest.raises(NervError, match="holds no optim .a slimmed checkpoint"):
+        train_dit(clips, tmp_path / "v.pt", tmp_path / "d.pt", DiTTrainConfig(steps=8, batch=4, clips_per_video=1),
+                  "cpu", resume=True, show_progress=False)
 
 
 def test_interrupted_run_leaves_last_checkpoint_loadable(tmp_path, clips):

@@ -9,6 +9,7 @@ about an hour, reconstructs held-out clips well; it is a smoke-test distribution
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -148,8 +149,13 @@ def write_synthetic(out: str | Path, n: int, seed: int = 0, res: int = 128, n_fr
     with atomic_path(out, folder=True) as tmp:
         jobs = [(tmp, seed, i, res, n_frames, fps) for i in range(n)]
         if workers > 1 and n > 1:
-            with ProcessPoolExecutor(min(workers, n)) as pool:
-                written = list(_report(pool.map(_write_clip, jobs, chunksize=4), progress))
+            # forkserver: no fork of a parent that runs threads (rich's refresh, torch's pools)
+            with ProcessPoolExecutor(min(workers, n), mp_context=multiprocessing.get_context("forkserver")) as pool:
+                try:
+                    written = list(_report(pool.map(_write_clip, jobs, chunksize=4), progress))
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)  # an interrupted set stops now, not after every clip
+                    raise
         else:
             written = list(_report(map(_write_clip, jobs), progress))
     return [out / p.relative_to(tmp) for p in written]

@@ -10,15 +10,11 @@ from collections.abc import Callable
 from unittest import mock
 
 from ..engines.select import resolve_backend
-from ..errors import NervError
+from ..errors import NervError, interrupt
 from ..runtime.sources import resolve
 from .app import APP_NAME, ServeOptions, deployment
 
 PROXY_READY_TIMEOUT_S = 60  # serve.start itself waits 60 s for the proxy
-
-
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
 
 
 def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, address: str | None,
@@ -42,7 +38,7 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     for name in ("ray", "ray.serve"):  # Ray's INFO chatter; its warnings and errors still show
         logging.getLogger(name).setLevel(logging.WARNING)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C (after ray.init, which installs its own handler)
+    previous = signal.signal(signal.SIGTERM, interrupt)  # as Ctrl-C (after ray.init, which installs its own handler)
     try:
         serve_was_running = joined and _serve_running()
         if serve_was_running and APP_NAME in serve.status().applications:

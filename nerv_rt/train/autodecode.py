@@ -23,7 +23,16 @@ from .. import checkpoint as ckpt_io
 from ..data.video_folder import VideoFolder
 from ..errors import NervError
 from ..runtime.frames import frame_times
-from .common import CsvLog, autocast, check_out_path, lr_at, pick_device, progress_bar, step_generator
+from .common import (
+    CsvLog,
+    autocast,
+    check_out_path,
+    lr_at,
+    pick_device,
+    progress_bar,
+    resume_state,
+    step_generator,
+)
 from .losses import psnr_from_mse, reconstruction_loss
 
 
@@ -94,6 +103,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             ts = base.train_state
             if ts.get("kind") != "autodecode":
                 raise NervError(f"--resume: {out} is not an autodecode run")
+            resume_state(ts, out, ("step", "bank", "optim", "encoder_optim", "bank_optim"))
             if ts["bank"].shape[0] != len(data):
                 raise NervError(f"--resume: {out} holds tokens for {ts['bank'].shape[0]} videos, {data_dir} has {len(data)}")
             bank.weight.data.copy_(ts["bank"])

@@ -81,6 +81,16 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+def resume_state(train_state: dict, path: Path, keys: tuple[str, ...]) -> dict:
+    """The train state `--resume` needs, refused in one line when a checkpoint lacks it: slimmed checkpoints
+    (scripts/gpu_train.sh's, packaged models) keep the weights but not the optimizers."""
+    missing = [k for k in keys if k not in train_state]
+    if missing:
+        raise NervError(f"--resume: {path} holds no {', '.join(missing)} (a slimmed checkpoint); "
+                        "start a new run from its weights instead")
+    return train_state
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator for one step's global draws: the same on every rank, and on resume."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)

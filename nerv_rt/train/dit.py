@@ -38,6 +38,7 @@ from .common import (
     ema_update,
     lr_at,
     progress_bar,
+    resume_state,
     setup,
     step_generator,
     teardown,
@@ -155,8 +156,9 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
                             f"resume it with --prediction {state.config.dit.prediction}")
         dit.load_state_dict(state.dit)
         ema.load_state_dict(state.ema)
-        opt.load_state_dict(state.train_state["optim"])
-        start = int(state.train_state["step"])
+        ts = resume_state(state.train_state, out, ("step", "optim"))
+        opt.load_state_dict(ts["optim"])
+        start = int(ts["step"])
     abar_table = alphas_cumprod(linear_betas())
     abar = torch.from_numpy(abar_table).float().to(d.device)
     snr_w = torch.from_numpy(min_snr_weights(abar_table, cfg.min_snr_gamma, model_cfg.dit.prediction)).float().to(d.device)

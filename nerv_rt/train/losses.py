@@ -50,7 +50,7 @@ def temporal_l2(recon: Tensor, target: Tensor) -> Tensor:
     A plain per-pixel L2 barely rewards motion: on the synthetic set a still frame at the clip's mid
     position scores 31 dB on a 10-px pan (README, "Training for motion"). This term weighs exactly what such a
     frame gets wrong."""
-    return F.mse_loss(recon.diff(dim=1).float(), target.diff(dim=1).float())
+    return F.mse_loss(recon.float().diff(dim=1), target.float().diff(dim=1))
 
 
 def reconstruction_loss(recon: Tensor, target: Tensor, temporal_weight: float) -> tuple[Tensor, Tensor]:
@@ -84,7 +84,8 @@ class TorchScriptLPIPS(nn.Module):
             p.requires_grad_(False)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.net(x, y).mean()
+        with torch.autocast(x.device.type, enabled=False):  # it normalizes its features: fp32, as ssim()
+            return self.net(x.float(), y.float()).mean()
 
 
 def perceptual_loss(lpips_path: str | Path | None) -> nn.Module:

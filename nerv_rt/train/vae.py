@@ -18,6 +18,7 @@ from .common import (
     check_out_path,
     lr_at,
     progress_bar,
+    resume_state,
     setup,
     step_generator,
     teardown,
@@ -81,7 +82,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
     if resume:
         state = ckpt_io.load(out)
         vae.load_state_dict(state.vae)
-        ts = state.train_state
+        ts = resume_state(state.train_state, out, ("step", "disc", "optim", "disc_optim"))
         disc.load_state_dict(ts["disc"])
         opt.load_state_dict(ts["optim"])
         disc_opt.load_state_dict(ts["disc_optim"])
