@@ -389,6 +389,9 @@ def train_dit_cmd(
                                         "refined tokens)."),
     prediction: str = typer.Option("v", help="What the DiT's last layer predicts: v (well-conditioned at high noise) "
                                    "or eps (the DiT paper's). It returns eps either way."),
+    scheduled_sampling: float = typer.Option(0.5, help="Final probability (reached at 30% of the steps) of feeding the "
+                                             "DiT its own one-step estimate; 0 turns it off (each step then costs "
+                                             "one forward less).", callback=_number(0, 1)),
     ckpt_every: int = typer.Option(500, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed."),
@@ -400,7 +403,8 @@ def train_dit_cmd(
 
     _train_common(out, device)
     tcfg = DiTTrainConfig(steps=steps, batch=batch, lr=lr, ema=ema, clips_per_video=clips_per_video, tokens=tokens,
-                          prediction=prediction, ckpt_every=ckpt_every, seed=seed)
+                          prediction=prediction, scheduled_sampling=scheduled_sampling, ckpt_every=ckpt_every,
+                          seed=seed)
     t0 = time.perf_counter()
     train_dit(data, vae, out, tcfg, device, resume, out.with_suffix(".csv"))
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")

@@ -155,6 +155,15 @@ def test_dit_training_writes_full_checkpoint(tmp_path, clips):
                   "cpu", resume=True, show_progress=False)
 
 
+def test_train_dit_cli_turns_scheduled_sampling_off(tmp_path, clips):
+    train_vae(clips, tmp_path / "v.pt", preset("tiny", 128), VAETrainConfig(steps=1, **VAE_FAST), "cpu", show_progress=False)
+    subprocess.run([sys.executable, "-m", "nerv_rt", "train", "dit", str(clips), "--vae", str(tmp_path / "v.pt"), "--out",
+                    str(tmp_path / "d.pt"), "--steps", "4", "--batch", "4", "--clips-per-video", "1",
+                    "--scheduled-sampling", "0", "--device", "cpu"], cwd=ROOT, check=True, capture_output=True)
+    assert (_csv_column(tmp_path / "d.csv", "ss_prob") == 0).all()
+    assert ckpt_io.load(tmp_path / "d.pt").train_state["train_config"]["scheduled_sampling"] == 0
+
+
 def test_interrupted_run_leaves_last_checkpoint_loadable(tmp_path, clips):
     out = tmp_path / "run.pt"
     proc = subprocess.Popen([sys.executable, "-m", "nerv_rt.train", "vae", str(clips), "--out", str(out), "--steps", "200",
