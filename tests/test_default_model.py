@@ -82,7 +82,6 @@ def test_generate_with_no_arguments_but_out(tmp_path):
     assert n == 16 and shape == (128, 128, 3)
 
 
-
 def test_recon_class_script(tmp_path):
     """scripts/recon_class.py (the README's reconstruction class-accuracy table) runs and reports what it says."""
     import json
