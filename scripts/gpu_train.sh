@@ -36,10 +36,8 @@ from pathlib import Path
 from nerv_rt import checkpoint as ckpt_io
 
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
-for name in ("ad128", "ad256", "full128", "full256", "dit128-10k", "dit256-10k"):
+for name in ("ad128", "ad256", "full128", "full256"):
     path = runs / f"{name}.pt"
-    if name.startswith("dit") and (runs / f"full{name[3:6]}.pt").exists():
-        continue  # the continued run holds it
     if path.exists():
         ck = ckpt_io.load(path)
         keep = {k: v for k, v in ck.train_state.items() if k in ("kind", "step", "bank")}
