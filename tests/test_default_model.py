@@ -19,14 +19,14 @@ from tests.test_cli import read_frames, run
 ENCODER_FLOOR_DB = 22.0
 DEFAULT_FLOOR_DB = 27.0
 RECON_MOTION_FLOOR = 0.6
-# Generated clips (DDIM 50, guidance 2, seed 0) when shipped, 16 per class: motion ratio 0.90 / 0.80 at 128^2 / 256^2,
-# class accuracy 65 / 61 % (chance 12.5 %). The test checks 4 per class: motion 0.78 / 0.79, class accuracy 39 of 64
-# over both. 2 per class was too few to hold a floor: over generation seeds 0-9 (`nerv-rt eval gen --n-per-class 2
-# --seed S`) its motion ratio spread 0.60-1.15 at 256^2, at 4 per class (seeds 0-5) 0.79-0.99, and 0.75-0.91 at 128^2.
-# Earlier defaults at 16 per class: the previous one 0.89 / 0.72 motion and 53 / 48 %, one with eps DiTs of 4000
-# steps 19 / 22 %, the first default model 0.27 / 0.14 motion. The class floor pools both resolutions (64 clips): a
-# retrain as good as this one (p ~ 0.6) falls below 24 of 64 with probability 1e-4, an eps-4000 model (p ~ 0.2)
-# reaches it 0.1 % of the time.
+# Generated clips (DDIM 50, guidance 2, seed 0) when shipped, 16 per class: motion ratio 0.84 / 0.84 at 128^2 / 256^2,
+# class accuracy 73 / 68 % (chance 12.5 %). The test checks 4 per class: motion 0.73 / 0.78, class accuracy 44 of 64
+# over both (over generation seeds 0-5, `nerv-rt eval gen --n-per-class 4 --seed S`: 0.69-0.89 / 0.78-0.98, 42-46 of
+# 64). 2 per class was too few to hold a floor: over seeds 0-9 the same model with 10000-step DiTs spread 0.60-1.15
+# at 256^2. Earlier defaults at 16 per class: the previous one 0.89 / 0.72 motion and 53 / 48 %, one with eps DiTs
+# of 4000 steps 19 / 22 %, the first default model 0.27 / 0.14 motion. The class floor pools both resolutions (64
+# clips): a retrain as good as the 10000-step one (p ~ 0.6) falls below 24 of 64 with probability 1e-4, an eps-4000
+# model (p ~ 0.2) reaches it 0.1 % of the time.
 GEN_MOTION_FLOOR = 0.6
 GEN_CLASS_FLOOR = 24 / 64
 GEN_PER_CLASS = 4
