@@ -25,9 +25,9 @@ def stage(made: list[np.ndarray], real: list[np.ndarray]) -> dict[str, float]:
             "psnr": float(np.mean([psnr(r, m) for r, m in zip(real, made)]))}
 
 
-def bank_stage(bank_ckpt: Path, data: Path, clips: int) -> dict[str, float]:
-    """The bank's tokens of `clips` training clips spread over the set, rendered by that checkpoint's decoder, and
-    the shipped classifier's accuracy on those renders: what a DiT that reproduced the bank exactly would reach."""
+def bank_renders(bank_ckpt: Path, data: Path, clips: int) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """The bank's tokens of `clips` training clips spread over the set, rendered by that checkpoint's decoder:
+    (the real clips, their renders, their class names)."""
     import torch
 
     from nerv_rt import checkpoint as ckpt_io
@@ -46,8 +46,15 @@ def bank_stage(bank_ckpt: Path, data: Path, clips: int) -> dict[str, float]:
             video, _ = folder.batch([i], [0.0])
             real.append(to_uint8(video[0].numpy()))
             made.append(to_uint8(vae.decoder(bank[i:i + 1], times)[0].numpy()))
+    return real, made, [folder.classes[folder.labels[i]] for i in idx]
+
+
+def bank_stage(bank_ckpt: Path, data: Path, clips: int) -> dict[str, float]:
+    """The bank renders (bank_renders) and the shipped classifier's accuracy on them: what a DiT that reproduced
+    the bank exactly would reach."""
+    real, made, names = bank_renders(bank_ckpt, data, clips)
     classifier = Classifier()
-    labels = np.array([classifier.meta.class_names.index(folder.classes[folder.labels[i]]) for i in idx])
+    labels = np.array([classifier.meta.class_names.index(name) for name in names])
     read_real, read_bank = classifier(np.stack(real))[0].argmax(1), classifier(np.stack(made))[0].argmax(1)
     return {**stage(made, real), "class_accuracy": float((read_bank == labels).mean()),
             "real_class_accuracy": float((read_real == labels).mean())}
