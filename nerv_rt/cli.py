@@ -448,8 +448,8 @@ def train_autodecode_cmd(
 def train_classifier_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="Folder to write classifier.onnx + classifier.json into "
                              "(default: the shipped asset, nerv_rt/assets/classifier)."),
-    clips: int = typer.Option(1024, min=16, help="Training clips of the synthetic set's seed 0."),
-    steps: int = typer.Option(2000, min=1, help="Optimizer steps."),
+    clips: int = typer.Option(2048, min=16, help="Training clips of the synthetic set's seed 0."),
+    steps: int = typer.Option(6000, min=1, help="Optimizer steps."),
     seed: int = typer.Option(0, help="Seed of weights and batches."),
 ) -> None:
     """Train the synthetic-domain video classifier that `eval gen` judges generated clips with (motion kind);
