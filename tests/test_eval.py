@@ -186,7 +186,7 @@ def test_ssim_loss_is_fp32_under_bf16_autocast():
 
 def test_camera_motion_reads_shifts_zooms_and_noise():
     """A texture rolled 1 px a frame is a 1-px shift explained in full; the synthetic set's zooms scale the right
-    way; unrelated frames explain nothing."""
+    way; unrelated frames and a still explain nothing."""
     from nerv_rt.data.synthetic import MOTIONS, make_clip
 
     rng = np.random.default_rng(0)
@@ -199,4 +199,5 @@ def test_camera_motion_reads_shifts_zooms_and_noise():
     zoom_in, zoom_out = (camera_motion(make_clip(1, MOTIONS.index(m), 128)[0]) for m in ("zoom_in", "zoom_out"))
     assert zoom_in["border"] > 0.3 and zoom_out["border"] < -0.3 and min(zoom_in["explained"], zoom_out["explained"]) > 0.8
     noise = camera_motion(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))
-    assert noise["explained"] < 0.05
+    still = camera_motion(rolled[:1].repeat(4, axis=0))
+    assert noise["explained"] < 0.05 and still == {"shift": 0.0, "border": 0.0, "explained": 0.0}

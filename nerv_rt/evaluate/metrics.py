@@ -43,25 +43,27 @@ def motion(clip: np.ndarray) -> float:
 
 def camera_motion(clip: np.ndarray, sigma: float = 1.5) -> dict[str, float]:
     """How much of a clip's frame-to-frame change is a camera move. A global similarity motion (shift, scale and
-    rotation about the centre) is fitted to each pair of consecutive frames by least squares on brightness
-    constancy (Lucas-Kanade over the whole frame, grey frames blurred by `sigma` px). Returns, as means over the
-    pairs, the shift (px a frame), the border motion (px a frame the scale moves a point on the frame's edge;
-    > 0 zooms in) and the share of the change the fitted motion explains (R^2: about 0.98 for the synthetic set's
-    pans and zooms, 0 for unrelated frames)."""
-    window = 2 * round(3 * sigma) + 1
+    rotation about the centre) plus a uniform brightness change is fitted to each pair of consecutive frames by
+    least squares on brightness constancy (Lucas-Kanade over the whole frame, grey frames blurred by `sigma` px).
+    Returns the net shift (px a frame: the mean shift vector's length), the border motion (px a frame the mean
+    scale moves a point on the frame's edge; > 0 zooms in) and the share of the clip's change the fits explain (R^2
+    pooled over the pairs: over 0.99 for the synthetic set's pans and zooms, 0 for unrelated frames or a still)."""
+    window = 2 * int(np.ceil(3 * sigma)) + 1
     grey = _gaussian_filter_valid(clip.astype(np.float64).mean(-1, keepdims=True), window, sigma)[..., 0]
-    h, w = grey.shape[1:]
+    h, w = grey.shape[1:]  # the blur keeps the centre: it trims (window - 1) / 2 px from every side
     yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
-    fits = []
+    params, residual, total = [], 0.0, 0.0
     for a, b in zip(grey[:-1], grey[1:]):
         gy, gx = np.gradient((a + b) / 2)
         change = (b - a).ravel()
-        basis = np.stack([gx, gy, gx * xx + gy * yy, gy * xx - gx * yy], axis=-1).reshape(-1, 4)
-        params = np.linalg.lstsq(basis, -change, rcond=None)[0]
-        explained = 1 - np.sum((change + basis @ params) ** 2) / max(float(np.sum(change**2)), 1e-12)
-        fits.append((*params, explained))
-    tx, ty, scale, _, explained = np.mean(fits, axis=0)
-    return {"shift": float(np.hypot(tx, ty)), "border": float(scale * (w - 1) / 2), "explained": float(explained)}
+        basis = np.stack([gx, gy, gx * xx + gy * yy, gy * xx - gx * yy, np.ones_like(gx)], axis=-1).reshape(-1, 5)
+        p = np.linalg.lstsq(basis, -change, rcond=None)[0]
+        params.append(p)
+        residual += float(np.sum((change + basis @ p) ** 2))
+        total += float(np.sum(change**2))
+    tx, ty, scale = np.mean(params, axis=0)[:3]
+    return {"shift": float(np.hypot(tx, ty)), "border": float(scale * (clip.shape[2] - 1) / 2),
+            "explained": 1 - residual / total if total > 0 else 0.0}
 
 
 def confusion_matrix(want: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
