@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 from motion_stages import bank_renders
 
+from nerv_rt.data.synthetic import MOTIONS
 from nerv_rt.evaluate.classifier import Classifier
 from nerv_rt.evaluate.gen import real_clips
 from nerv_rt.evaluate.metrics import camera_motion, psnr
 from nerv_rt.runtime.pipeline import Pipeline
 
-CAMERA = ("pan_left", "pan_right", "pan_up", "pan_down", "zoom_in", "zoom_out")
+CAMERA = tuple(m for m in MOTIONS if m.startswith(("pan", "zoom")))
 
 
 def summary(fits: list[dict[str, float]]) -> dict[str, float] | None:

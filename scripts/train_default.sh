@@ -29,7 +29,8 @@ data "$RUNS/synth256" nerv-rt data synth --n 256 --seed 0 --res 256
 # The implicit DiT learns an autodecoder bank (the per-video tokens that render their clips' motion) with
 # v-prediction, at lr 1e-3 (3x the first recipe's 3e-4 bought more class accuracy in 10000 steps than 3e-4 did in
 # 20000), without scheduled sampling (no measurable effect; off, a step costs one forward less), for 20000 steps
-# (8 / 7 points of class accuracy over 10000 at 128^2 / 256^2). README, "The DiT's learning rate was the next lever".
+# (6 points of class accuracy over 10000 at 256^2, none measurable at 128^2, by the current classifier). README, "The
+# DiT's learning rate was the next lever" and "What the new recipe bought".
 dit() {
   train "$RUNS/full$1.pt" nerv-rt train dit "$RUNS/synth$1" --vae "$RUNS/ad$1.pt" --tokens bank --prediction v \
     --batch 64 --lr 1e-3 --scheduled-sampling 0 --ema 0.999 --steps 20000
