@@ -36,7 +36,7 @@ from pathlib import Path
 from nerv_rt import checkpoint as ckpt_io
 
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
-for name in ("ad128", "ad256", "full128", "full256"):
+for name in ("ad128", "ad128b", "ad256", "full128", "full256"):
     path = runs / f"{name}.pt"
     if path.exists():
         ck = ckpt_io.load(path)

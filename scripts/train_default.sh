@@ -3,7 +3,7 @@
 # synthetic set at 128^2 and 256^2, then packaged with its exported ONNX graphs, so that the weights
 # and the graphs the torch-free install runs always come from the same checkpoints.
 #
-#   scripts/train_default.sh                  # CPU (about 2.9 h on an idle 2-core CPU; README "Reproduce")
+#   scripts/train_default.sh                  # CPU (about 3.1 h on an idle 2-core CPU; README "Reproduce")
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU
 #
 # Run from the repository root with the train and export extras installed; writes into $RUNS (runs/).
@@ -21,27 +21,40 @@ train() {
   if [ -e "$out" ]; then set -- "$@" --resume; fi
   echo "+ $* --out $out"; "$@" --device "$DEVICE" --out "$out"
 }
+# extend FROM OUT CMD...: continue the finished run FROM (checkpoint and log) as the run OUT, to CMD's larger --steps
+extend() {
+  local from=$1 out=$2; shift 2
+  if [ ! -e "$out" ]; then
+    cp "${from%.pt}.csv" "${out%.pt}.csv"
+    cp "$from" "$out.part" && mv "$out.part" "$out"
+  fi
+  train "$out" "$@"
+}
 
 # 1. data: 512 training clips at 128^2, 256 at 256^2 (seed 0); seed 1 is held out for evaluation
 data "$RUNS/synth128" nerv-rt data synth --n 512 --seed 0 --res 128
 data "$RUNS/synth256" nerv-rt data synth --n 256 --seed 0 --res 256
 
-# The implicit DiT learns an autodecoder bank (the per-video tokens that render their clips' motion) with
-# v-prediction, at lr 1e-3 (3x the first recipe's 3e-4 bought more class accuracy in 10000 steps than 3e-4 did in
-# 20000), without scheduled sampling (no measurable effect; off, a step costs one forward less), for 20000 steps
-# (6 points of class accuracy over 10000 at 256^2, none measurable at 128^2, by the current classifier). README, "The
-# DiT's learning rate was the next lever" and "What the new recipe bought".
+# dit RES BANK STEPS: the implicit DiT learns an autodecoder bank (the per-video tokens that render their clips'
+# motion) with v-prediction, at lr 1e-3 (3x the first recipe's 3e-4 bought more class accuracy in 10000 steps than
+# 3e-4 did in 20000), without scheduled sampling (no measurable effect; off, a step costs one forward less). 20000
+# steps bought 6 points of class accuracy over 10000 at 256^2 and none measurable at 128^2, so 128^2 trains 10000.
+# README, "The DiT's learning rate was the next lever" and "What the new recipe bought".
 dit() {
-  train "$RUNS/full$1.pt" nerv-rt train dit "$RUNS/synth$1" --vae "$RUNS/ad$1.pt" --tokens bank --prediction v \
-    --batch 64 --lr 1e-3 --scheduled-sampling 0 --ema 0.999 --steps 20000
+  train "$RUNS/full$1.pt" nerv-rt train dit "$RUNS/synth$1" --vae "$RUNS/$2.pt" --tokens bank --prediction v \
+    --batch 64 --lr 1e-3 --scheduled-sampling 0 --ema 0.999 --steps "$3"
 }
 
 # 2. 128^2: a short VAE run (more steps did not raise held-out PSNR), then the autodecoder stage: the
-#    decoder and a bank of per-video tokens fitted to their clips, the encoder regressing the bank; then its DiT
+#    decoder and a bank of per-video tokens fitted to their clips, the encoder regressing the bank (5000 steps; the
+#    256^2 VAE starts here), then the same run continued to 10000 steps with the encoder frozen (a step costs half):
+#    its bank renders more of its clips' camera motion (README, "A longer autodecoder stage"); then its DiT
 train "$RUNS/vae128.pt" nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 1500 --batch 8 \
   --lr 2e-3 --gan-start 0.8 --gan-weight 0.02 --ckpt-every 250
 train "$RUNS/ad128.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" --steps 5000
-dit 128
+extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" \
+  --steps 10000 --encoder-weight 0
+dit 128 ad128b 10000
 
 # 3. 256^2: the VAE starts from the 128^2 weights (every tensor of matching shape); its autodecoder stage
 #    keeps the encoder frozen (at 4x the patches the encoder's share of a step would double its cost)
@@ -49,7 +62,7 @@ train "$RUNS/vae256.pt" nerv-rt train vae "$RUNS/synth256" --preset tiny --res 2
   --gan-start 0.8 --gan-weight 0.02 --ckpt-every 100 --init "$RUNS/ad128.pt"
 train "$RUNS/ad256.pt" nerv-rt train autodecode "$RUNS/synth256" --init "$RUNS/vae256.pt" --steps 1500 \
   --encoder-weight 0
-dit 256
+dit 256 ad256 20000
 
 # 4. package: EMA weights as the DiT, float16 storage, and the exported ONNX graphs beside them
 python -m nerv_rt.export.package "$RUNS/full128.pt" "$RUNS/full256.pt"
