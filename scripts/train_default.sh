@@ -25,8 +25,9 @@ train() {
 extend() {
   local from=$1 out=$2; shift 2
   if [ ! -e "$out" ]; then
-    cp "${from%.pt}.csv" "${out%.pt}.csv"
-    cp "$from" "$out.part" && mv "$out.part" "$out"
+    if [ -e "${from%.pt}.csv" ]; then cp "${from%.pt}.csv" "${out%.pt}.csv"; fi
+    cp "$from" "$out.part"
+    mv "$out.part" "$out"
   fi
   train "$out" "$@"
 }
