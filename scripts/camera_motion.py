@@ -4,7 +4,7 @@ generated clips, the autodecoder bank's renders of its training clips (--bank, -
 and refined against the frozen decoder for each of --refine-steps. The numbers behind the README's "Why pans read
 as zooms".
 
-    python scripts/camera_motion.py --res 128 --bank runs/ad128.pt --data runs/synth128 --refine-steps 0,80,320,1280 \
+    python scripts/camera_motion.py --res 128 --bank runs/ad128b.pt --data runs/synth128 --refine-steps 0,80,320,1280 \
         --json camera128.json
 
 Generated clips are those of `nerv-rt eval gen` at the same --per-class, --seed and --guidance (DDIM 50), the real

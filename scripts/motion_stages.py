@@ -3,7 +3,7 @@ the default encoding (encoder + refinement), the autodecoder bank of the trainin
 holds it), and generation (DiT) at several guidance scales. Motion = mean |last - first frame| (/255) over the
 motion of the real clips; PSNR over whole clips. The numbers behind the README's "Training for motion".
 
-    python scripts/motion_stages.py --model default --bank runs/ad128.pt --data runs/synth128 --json motion.json
+    python scripts/motion_stages.py --model default --bank runs/ad128b.pt --data runs/synth128 --json motion.json
 """
 from __future__ import annotations
 
