@@ -413,15 +413,18 @@ def train_dit_cmd(
 @train_app.command("autodecode")
 def train_autodecode_cmd(
     data: Path = typer.Argument(..., help="The videos the VAE was trained on: one token set per video (its first clip)."),
-    init: Path = typer.Option(..., "--init", help="Checkpoint to fine-tune: a VAE, or VAE + DiT (carried over)."),
+    init: Path = typer.Option(..., "--init", help="Checkpoint to fine-tune: a VAE, or VAE + DiT (carried over); an "
+                              "autodecode run's bank carries over too (else the bank starts at the encoder's means)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt), saved every --ckpt-every steps."),
     steps: int = typer.Option(4000, help="Optimizer steps."),
     batch: int = typer.Option(8, help="Videos per step."),
     frames_per_step: int = typer.Option(4, help="Frames of each clip rendered per step."),
-    lr: float = typer.Option(5e-4, help="Decoder peak learning rate (warm-up, then cosine to 10%)."),
-    token_lr: float = typer.Option(1e-2, help="Learning rate of the per-video tokens (sparse Adam)."),
+    lr: float = typer.Option(5e-4, min=0, help="Decoder peak learning rate (warm-up, then cosine to 10%); 0 freezes "
+                             "the decoder."),
+    token_lr: float = typer.Option(1e-2, min=0, help="Learning rate of the per-video tokens (sparse Adam); 0 freezes "
+                                   "the bank (with --lr 0: an encoder-only stage)."),
     temporal_weight: float = typer.Option(1.0, help="Weight of the L2 on frame-to-frame changes (motion)."),
-    encoder_weight: float = typer.Option(0.1, help="Encoder's L2 onto the bank's tokens (it also renders through "
+    encoder_weight: float = typer.Option(0.1, min=0, help="Encoder's L2 onto the bank's tokens (it also renders through "
                                          "the decoder); 0 keeps the encoder frozen."),
     encoder_lr: float = typer.Option(2e-4, help="Encoder peak learning rate."),
     refine_steps: int = typer.Option(80, min=0, help="Token refinement steps stored as the output's default encoding."),

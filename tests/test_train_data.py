@@ -201,6 +201,34 @@ def test_ddp_two_processes_match_single_process(tmp_path, clips):
     assert drift.norm() < 0.01 * update.norm()
 
 
+def test_autodecode_encoder_only_stage(tmp_path, clips, tiny_ckpt):
+    """--lr 0 --token-lr 0 from an autodecode run: its bank carries over unchanged, the decoder stays, and the
+    encoder alone learns: its own renders through the frozen decoder get better."""
+    from nerv_rt.train.autodecode import AutodecodeConfig, train_autodecode
+
+    fast = dict(batch=2, frames_per_step=2, ckpt_every=100)
+    first = train_autodecode(clips, tiny_ckpt, tmp_path / "ad.pt",
+                             AutodecodeConfig(steps=6, lr=3e-3, token_lr=3e-2, encoder_weight=0, **fast), "cpu",
+                             show_progress=False)
+    enc = train_autodecode(clips, tmp_path / "ad.pt", tmp_path / "enc.pt",
+                           AutodecodeConfig(steps=20, lr=0, token_lr=0, encoder_lr=3e-3, **fast), "cpu",
+                           log=tmp_path / "e.csv", show_progress=False)
+    assert torch.equal(enc.train_state["bank"], first.train_state["bank"])
+    assert all(torch.equal(enc.vae[k], v) for k, v in first.vae.items() if k.startswith("decoder."))
+    assert any(not torch.equal(enc.vae[k], v) for k, v in first.vae.items() if k.startswith("encoder."))
+    encoder_l2 = _csv_column(tmp_path / "e.csv", "encoder_l2")
+    assert encoder_l2[-5:].mean() < 0.8 * encoder_l2[:5].mean(), encoder_l2
+
+    with pytest.raises(NervError, match="nothing to train"):
+        train_autodecode(clips, tmp_path / "ad.pt", tmp_path / "x.pt", AutodecodeConfig(lr=0, token_lr=0, encoder_weight=0),
+                         "cpu", show_progress=False)
+    short_bank = replace(first, train_state={**first.train_state, "bank": first.train_state["bank"][:3]})
+    ckpt_io.save(short_bank, tmp_path / "ad3.pt")
+    with pytest.raises(NervError, match="holds tokens for 3 videos"):
+        train_autodecode(clips, tmp_path / "ad3.pt", tmp_path / "y.pt", AutodecodeConfig(steps=1, **fast), "cpu",
+                         show_progress=False)
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+
 def test_init_from_copies_the_overlapping_block(tmp_path):
     from nerv_rt.train.vae import init_from
     from tests.conftest import random_checkpoint

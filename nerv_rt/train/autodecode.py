@@ -5,7 +5,9 @@ posterior means of its first clip. The decoder and the bank are trained together
 temporal term, so the decoder learns to render from the best tokens each clip can have rather than
 from what the encoder finds. With `encoder_weight > 0` the encoder learns alongside: it regresses
 the bank's tokens and renders through the decoder from its own tokens, which keeps the two
-compatible. The bank is what `train dit` then learns to generate (it carries the motion the
+compatible. A learning rate of 0 freezes the decoder (`lr`) or the bank (`token_lr`): with both frozen and the
+encoder learning, the run is an encoder-only stage against a finished decoder and bank (its `init` an autodecode
+checkpoint, whose bank carries over). The bank is what `train dit` then learns to generate (it carries the motion the
 encoder's tokens lose), and held-out clips reach such tokens by token refinement
 (models/refine.py), the output's default encoding. What it buys on the default model: README,
 "Quality" and "Motion".
@@ -41,8 +43,8 @@ class AutodecodeConfig:
     steps: int = 4000
     batch: int = 8  # videos per step
     frames_per_step: int = 4  # frames of each clip rendered per step
-    lr: float = 5e-4  # decoder: warm-up, then cosine to 10%
-    token_lr: float = 1e-2  # the token bank (sparse Adam, constant)
+    lr: float = 5e-4  # decoder: warm-up, then cosine to 10%; 0 freezes it
+    token_lr: float = 1e-2  # the token bank (sparse Adam, constant); 0 freezes it
     temporal_weight: float = 1.0  # L2 on frame-to-frame changes (losses.temporal_l2)
     encoder_weight: float = 0.1  # encoder's L2 onto the bank's tokens (plus its own pixel loss); 0 freezes it
     encoder_lr: float = 2e-4  # warm-up, then cosine to 10%, as the decoder
@@ -72,20 +74,29 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     OUT: the new VAE (no DiT: train one on the bank with `train dit`), its train state holding the bank."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise NervError("train autodecode runs in one process (its token bank is not sharded); run it without torchrun")
+    if cfg.lr == 0 and cfg.token_lr == 0 and cfg.encoder_weight == 0:
+        raise NervError("train autodecode: nothing to train (--lr, --token-lr and --encoder-weight are all 0)")
     check_out_path(out, resume)
     dev = pick_device(device)
     base = ckpt_io.load(out if resume else init)
+    init_state = {} if resume else base.train_state or {}
+    init_bank = init_state.get("bank") if init_state.get("kind") == "autodecode" else None
     base = replace(base, config=replace(base.config, refine_steps=cfg.refine_steps), dit=None, ema=None)
     model_cfg = base.config
     data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
     vae, _ = ckpt_io.build_models(base, dev)
     decoder, encoder = vae.decoder.train(), vae.encoder.train()
     encoder.requires_grad_(cfg.encoder_weight > 0)
+    decoder.requires_grad_(cfg.lr > 0)
     n_tokens = model_cfg.tokens * model_cfg.token_dim
     bank = torch.nn.Embedding(len(data), n_tokens, sparse=True).to(dev)
+    bank.weight.requires_grad_(cfg.token_lr > 0)
+    if init_bank is not None and init_bank.shape != bank.weight.shape:
+        raise NervError(f"--init {init} holds tokens for {init_bank.shape[0]} videos of {init_bank.shape[1]} values, "
+                        f"{data_dir} needs {len(data)} of {n_tokens}: fine-tune its VAE with `train vae --init` first")
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     enc_opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.encoder_lr, betas=(0.9, 0.95), weight_decay=0.0)
-    bank_opt = torch.optim.SparseAdam(bank.parameters(), lr=cfg.token_lr)
+    bank_opt = torch.optim.SparseAdam(bank.parameters(), lr=cfg.token_lr or AutodecodeConfig.token_lr)  # refuses 0
     times = torch.from_numpy(frame_times(model_cfg.frames)).to(dev)
     csv_log = CsvLog(log, ["loss", "l2", "psnr", "encoder_l2", "token_l2", "lr"], resume)
     start = 0
@@ -111,6 +122,8 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             enc_opt.load_state_dict(ts["encoder_optim"])
             bank_opt.load_state_dict(ts["bank_optim"])
             start = int(ts["step"])
+        elif init_bank is not None:  # an autodecode checkpoint: its bank goes on from where it was
+            bank.weight.data.copy_(init_bank)
         else:
             bank.weight.data.copy_(encode_first_clips(vae.encoder, data, dev, bar).flatten(1))
         ck = None
@@ -140,9 +153,11 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             enc_opt.zero_grad(set_to_none=True)
             bank_opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-            opt.step()
-            bank_opt.step()
+            if cfg.lr > 0:
+                torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+                opt.step()
+            if cfg.token_lr > 0:
+                bank_opt.step()
             if cfg.encoder_weight > 0:
                 torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
                 enc_opt.step()
