@@ -3,7 +3,7 @@
 # synthetic set at 128^2 and 256^2, then packaged with its exported ONNX graphs, so that the weights
 # and the graphs the torch-free install runs always come from the same checkpoints.
 #
-#   scripts/train_default.sh                  # CPU (about 3.1 h on an idle 2-core CPU; README "Reproduce")
+#   scripts/train_default.sh                  # CPU (about 3.7 h on an idle 2-core CPU; README "Reproduce")
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU
 #
 # Run from the repository root with the train and export extras installed; writes into $RUNS (runs/).
@@ -58,12 +58,15 @@ extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth1
 dit 128 ad128b 10000
 
 # 3. 256^2: the VAE starts from the 128^2 weights (every tensor of matching shape); its autodecoder stage
-#    keeps the encoder frozen (at 4x the patches the encoder's share of a step would double its cost)
+#    keeps the encoder frozen (at 4x the patches the encoder's share of a step would double its cost), and is
+#    continued as at 128^2, from 1500 to 3000 steps (README, "The 256^2 stage continued")
 train "$RUNS/vae256.pt" nerv-rt train vae "$RUNS/synth256" --preset tiny --res 256 --steps 300 --batch 4 --lr 1e-3 \
   --gan-start 0.8 --gan-weight 0.02 --ckpt-every 100 --init "$RUNS/ad128.pt"
 train "$RUNS/ad256.pt" nerv-rt train autodecode "$RUNS/synth256" --init "$RUNS/vae256.pt" --steps 1500 \
   --encoder-weight 0
-dit 256 ad256 20000
+extend "$RUNS/ad256.pt" "$RUNS/ad256b.pt" nerv-rt train autodecode "$RUNS/synth256" --init "$RUNS/vae256.pt" \
+  --steps 3000 --encoder-weight 0
+dit 256 ad256b 20000
 
 # 4. package: EMA weights as the DiT, float16 storage, and the exported ONNX graphs beside them
 python -m nerv_rt.export.package "$RUNS/full128.pt" "$RUNS/full256.pt"

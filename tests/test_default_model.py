@@ -20,12 +20,12 @@ from tests.test_cli import read_frames, run
 ENCODER_FLOOR_DB = 22.0
 DEFAULT_FLOOR_DB = 27.0
 RECON_MOTION_FLOOR = 0.6
-# Generated clips (DDIM 50, guidance 2, seed 0) when shipped, 16 per class: motion ratio 1.03 / 0.84 at 128^2 / 256^2,
-# class accuracy 71 / 68 % by the shipped classifier (chance 12.5 %). The test checks 4 per class: motion 0.89 / 0.78,
-# class accuracy 41 of 64 over both (over generation seeds 0-5, `nerv-rt eval gen --n-per-class 4 --seed S`:
-# 0.89-1.14 / 0.78-0.98, 34-48 of 64). 2 per class was too few to hold a floor: over seeds 0-9 an earlier model
-# with 10000-step DiTs spread 0.60-1.15 at 256^2. Earlier defaults at 16 per class, same classifier: the 128^2 model
-# before the continuation 0.84 motion and 66 %, the previous one 0.89 / 0.72 motion and 51 / 55 %, the one before
+# Generated clips (DDIM 50, guidance 2, seed 0) when shipped, 16 per class: motion ratio 1.03 / 0.93 at 128^2 / 256^2,
+# class accuracy 71 / 71 % by the shipped classifier (chance 12.5 %). The test checks 4 per class: motion 0.89 / 0.88,
+# class accuracy 49 of 64 over both (over generation seeds 0-5, `nerv-rt eval gen --n-per-class 4 --seed S`:
+# 0.89-1.14 / 0.84-1.03, 35-49 of 64). 2 per class was too few to hold a floor: over seeds 0-9 an earlier model
+# with 10000-step DiTs spread 0.60-1.15 at 256^2. Earlier defaults at 16 per class, same classifier: the models
+# before the continuations 0.84 / 0.84 motion and 66 / 68 %, the previous one 0.89 / 0.72 motion and 51 / 55 %, the one before
 # 41 / 47 %; the first default model 0.27 / 0.14 motion. The class floor pools both resolutions (64 clips): a retrain
 # as good as the 10000-step one (p ~ 0.6) falls below 24 of 64 with probability 1e-4; one read right 20 % of the time
 # (an eps DiT of 4000 steps) reaches it 0.1 % of the time.
