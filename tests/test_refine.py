@@ -5,7 +5,7 @@ import torch
 
 from nerv_rt.models.nerv import NeRVDecoder
 from nerv_rt.models.presets import ModelConfig, preset
-from nerv_rt.models.refine import refine_tokens, refinement_loss
+from nerv_rt.models.refine import refine_tokens, refinement_loss, stratified_frames
 from nerv_rt.runtime.frames import frame_times
 
 
@@ -50,10 +50,23 @@ def test_refinement_is_deterministic_and_zero_steps_is_identity(problem):
         refine_tokens(decoder, start, frame_t, video, steps=-1)
 
 
+def test_step_frames_span_the_clip():
+    """One frame from each of k equal spans, in time order; over many steps every frame is drawn."""
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        k = stratified_frames(16, 4, g)
+        assert k.tolist() == sorted(k.tolist()) and [int(i) // 4 for i in k] == [0, 1, 2, 3]
+        seen.update(k.tolist())
+    assert seen == set(range(16))
+    uneven = stratified_frames(10, 3, g)  # spans [0, 3), [3, 6), [6, 10)
+    assert uneven.shape == (3,) and 0 <= uneven[0] < 3 <= uneven[1] < 6 <= uneven[2] < 10
+    assert torch.equal(stratified_frames(4, 8, g), torch.arange(4))
+
+
 def test_config_rejects_negative_refine_steps():
     with pytest.raises(ValueError, match="refine_steps"):
         ModelConfig(refine_steps=-1)
-
 
 
 def test_refinement_loss_charges_wrong_motion_not_a_constant_offset():
