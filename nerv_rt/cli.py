@@ -345,7 +345,7 @@ def train_vae_cmd(
     lr: float = typer.Option(3e-4, help="Peak learning rate (warm-up, then cosine to 10%)."),
     gan_start: float = typer.Option(0.6, help="Fraction of steps before the GAN loss starts."),
     gan_weight: float = typer.Option(0.05, help="Weight of the hinge GAN loss (0 disables the discriminator)."),
-    temporal_weight: float = typer.Option(1.0, help="Weight of the L2 on frame-to-frame changes (motion)."),
+    temporal_weight: float = typer.Option(1.0, min=0, help="Weight of the L2 on frame-to-frame changes (motion)."),
     kl_weight: float = typer.Option(1e-6, help="Weight of the KL term (summed over tokens)."),
     perceptual_weight: float = typer.Option(0.1, help="Weight of the perceptual term (LPIPS or its substitute)."),
     lpips: Path | None = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
@@ -423,10 +423,10 @@ def train_autodecode_cmd(
                              "the decoder."),
     token_lr: float = typer.Option(1e-2, min=0, help="Learning rate of the per-video tokens (sparse Adam); 0 freezes "
                                    "the bank (with --lr 0: an encoder-only stage)."),
-    temporal_weight: float = typer.Option(1.0, help="Weight of the L2 on frame-to-frame changes (motion)."),
+    temporal_weight: float = typer.Option(1.0, min=0, help="Weight of the L2 on frame-to-frame changes (motion)."),
     encoder_weight: float = typer.Option(0.1, min=0, help="Encoder's L2 onto the bank's tokens (it also renders through "
                                          "the decoder); 0 keeps the encoder frozen."),
-    encoder_lr: float = typer.Option(2e-4, help="Encoder peak learning rate."),
+    encoder_lr: float = typer.Option(2e-4, min=0, help="Encoder peak learning rate; 0 freezes it."),
     refine_steps: int = typer.Option(80, min=0, help="Token refinement steps stored as the output's default encoding."),
     ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),

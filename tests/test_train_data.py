@@ -1,4 +1,5 @@
 """Data sets and training: overfitting, resume, interruption, DDP equivalence, data errors."""
+import shutil
 import subprocess
 import sys
 import time
@@ -227,7 +228,23 @@ def test_autodecode_encoder_only_stage(tmp_path, clips, tiny_ckpt):
     with pytest.raises(NervError, match="holds tokens for 3 videos"):
         train_autodecode(clips, tmp_path / "ad3.pt", tmp_path / "y.pt", AutodecodeConfig(steps=1, **fast), "cpu",
                          show_progress=False)
-    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+    with pytest.raises(NervError, match="holds none"):  # a frozen bank needs one to keep
+        train_autodecode(clips, tiny_ckpt, tmp_path / "z.pt", AutodecodeConfig(steps=1, token_lr=0, **fast), "cpu",
+                         show_progress=False)
+    other = tmp_path / "other"  # as many videos, other names: the bank's rows would be other clips' tokens
+    shutil.copytree(clips, other)
+    first_video = sorted(p for p in other.rglob("*") if p.is_file())[0]
+    first_video.rename(first_video.with_name("renamed" + first_video.suffix))
+    with pytest.raises(NervError, match="other videos"):
+        train_autodecode(other, tmp_path / "ad.pt", tmp_path / "w.pt", AutodecodeConfig(steps=1, **fast), "cpu",
+                         show_progress=False)
+    assert not any((tmp_path / f"{n}.pt").exists() for n in "xyzw")
+    resumed = train_autodecode(clips, tmp_path / "ad.pt", tmp_path / "enc.pt",  # resuming takes the new token lr
+                               AutodecodeConfig(steps=21, lr=0, token_lr=3e-3, encoder_lr=3e-3, **fast), "cpu",
+                               resume=True, show_progress=False)
+    assert resumed.train_state["bank_optim"]["param_groups"][0]["lr"] == 3e-3
+    assert not torch.equal(resumed.train_state["bank"], first.train_state["bank"])
+
 
 def test_init_from_copies_the_overlapping_block(tmp_path):
     from nerv_rt.train.vae import init_from

@@ -14,6 +14,7 @@ encoder's tokens lose), and held-out clips reach such tokens by token refinement
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -68,14 +69,29 @@ def encode_first_clips(encoder: torch.nn.Module, data: VideoFolder, device: torc
     return torch.cat(means)
 
 
+def bank_videos(data: VideoFolder) -> str:
+    """Which videos a bank's rows are, in order: sha256 of their paths relative to the folder."""
+    names = "\n".join(Path(p).relative_to(data.root).as_posix() for p in data.paths)
+    return hashlib.sha256(names.encode()).hexdigest()
+
+
+def check_bank_videos(train_state: dict, videos_id: str, data_dir: Path) -> None:
+    """Refuse a bank made for other videos (checkpoints from before the record pass unchecked)."""
+    saved = train_state.get("bank_videos")
+    if saved is not None and saved != videos_id:
+        raise NervError(f"the bank was trained on other videos than {data_dir}'s (names differ); use its folder")
+
+
 def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfig, device: str = "auto",
                      resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
     """Fine-tune the VAE of checkpoint `init` on `data_dir` with a bank of free per-video tokens; write
     OUT: the new VAE (no DiT: train one on the bank with `train dit`), its train state holding the bank."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise NervError("train autodecode runs in one process (its token bank is not sharded); run it without torchrun")
-    if cfg.lr == 0 and cfg.token_lr == 0 and cfg.encoder_weight == 0:
-        raise NervError("train autodecode: nothing to train (--lr, --token-lr and --encoder-weight are all 0)")
+    trains_encoder = cfg.encoder_weight > 0 and cfg.encoder_lr > 0
+    if cfg.lr == 0 and cfg.token_lr == 0 and not trains_encoder:
+        raise NervError("train autodecode: nothing to train (--lr, --token-lr and --encoder-weight or --encoder-lr "
+                        "are all 0)")
     check_out_path(out, resume)
     dev = pick_device(device)
     base = ckpt_io.load(out if resume else init)
@@ -84,9 +100,12 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     base = replace(base, config=replace(base.config, refine_steps=cfg.refine_steps), dit=None, ema=None)
     model_cfg = base.config
     data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
+    videos_id = bank_videos(data)
+    if cfg.token_lr == 0 and init_bank is None and not resume:
+        raise NervError(f"--token-lr 0 keeps a bank, but --init {init} holds none: --init an autodecode checkpoint")
     vae, _ = ckpt_io.build_models(base, dev)
     decoder, encoder = vae.decoder.train(), vae.encoder.train()
-    encoder.requires_grad_(cfg.encoder_weight > 0)
+    encoder.requires_grad_(trains_encoder)
     decoder.requires_grad_(cfg.lr > 0)
     n_tokens = model_cfg.tokens * model_cfg.token_dim
     bank = torch.nn.Embedding(len(data), n_tokens, sparse=True).to(dev)
@@ -94,6 +113,8 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     if init_bank is not None and init_bank.shape != bank.weight.shape:
         raise NervError(f"--init {init} holds tokens for {init_bank.shape[0]} videos of {init_bank.shape[1]} values, "
                         f"{data_dir} needs {len(data)} of {n_tokens}: fine-tune its VAE with `train vae --init` first")
+    check_bank_videos(init_state if init_bank is not None else base.train_state if resume else {}, videos_id,
+                      data_dir)
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     enc_opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.encoder_lr, betas=(0.9, 0.95), weight_decay=0.0)
     bank_opt = torch.optim.SparseAdam(bank.parameters(), lr=cfg.token_lr or AutodecodeConfig.token_lr)  # refuses 0
@@ -105,7 +126,8 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
         ck = replace(base, vae={k: v.detach().cpu() for k, v in vae.state_dict().items()},
                      train_state={"kind": "autodecode", "step": step, "bank": bank.weight.detach().cpu(),
                                   "optim": opt.state_dict(), "encoder_optim": enc_opt.state_dict(),
-                                  "bank_optim": bank_opt.state_dict(), "train_config": asdict(cfg)})
+                                  "bank_optim": bank_opt.state_dict(), "train_config": asdict(cfg),
+                                  "bank_videos": videos_id})
         ckpt_io.save(ck, out)
         return ck
 
@@ -121,6 +143,9 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             opt.load_state_dict(ts["optim"])
             enc_opt.load_state_dict(ts["encoder_optim"])
             bank_opt.load_state_dict(ts["bank_optim"])
+            if cfg.token_lr > 0:  # the loaded state holds the saved run's rate (1e-2 when its bank was frozen)
+                for group in bank_opt.param_groups:
+                    group["lr"] = cfg.token_lr
             start = int(ts["step"])
         elif init_bank is not None:  # an autodecode checkpoint: its bank goes on from where it was
             bank.weight.data.copy_(init_bank)
@@ -144,7 +169,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             with autocast(dev):
                 loss, l2 = reconstruction_loss(decoder(tokens, t), target, cfg.temporal_weight)
                 enc_l2 = token_l2 = torch.zeros((), device=dev)
-                if cfg.encoder_weight > 0:  # the encoder regresses the bank and renders through the decoder
+                if trains_encoder:  # the encoder regresses the bank and renders through the decoder
                     mean = encoder(videos.to(dev))[0]
                     token_l2 = F.mse_loss(mean.float(), tokens.detach())
                     enc_loss, enc_l2 = reconstruction_loss(decoder(mean, t), target, cfg.temporal_weight)
@@ -158,7 +183,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
                 opt.step()
             if cfg.token_lr > 0:
                 bank_opt.step()
-            if cfg.encoder_weight > 0:
+            if trains_encoder:
                 torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
                 enc_opt.step()
             psnr = psnr_from_mse(l2.detach()).item()
