@@ -239,9 +239,10 @@ def test_autodecode_encoder_only_stage(tmp_path, clips, tiny_ckpt):
         train_autodecode(other, tmp_path / "ad.pt", tmp_path / "w.pt", AutodecodeConfig(steps=1, **fast), "cpu",
                          show_progress=False)
     assert not any((tmp_path / f"{n}.pt").exists() for n in "xyzw")
-    resumed = train_autodecode(clips, tmp_path / "ad.pt", tmp_path / "enc.pt",  # resuming takes the new token lr
-                               AutodecodeConfig(steps=21, lr=0, token_lr=3e-3, encoder_lr=3e-3, **fast), "cpu",
-                               resume=True, show_progress=False)
+    with pytest.warns(UserWarning, match="froze bank, decoder; these flags freeze decoder"):  # the bank unfreezes
+        resumed = train_autodecode(clips, tmp_path / "ad.pt", tmp_path / "enc.pt",  # and takes the new token lr
+                                   AutodecodeConfig(steps=21, lr=0, token_lr=3e-3, encoder_lr=3e-3, **fast), "cpu",
+                                   resume=True, show_progress=False)
     assert resumed.train_state["bank_optim"]["param_groups"][0]["lr"] == 3e-3
     assert not torch.equal(resumed.train_state["bank"], first.train_state["bank"])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -82,6 +83,22 @@ def check_bank_videos(train_state: dict, videos_id: str, data_dir: Path) -> None
         raise NervError(f"the bank was trained on other videos than {data_dir}'s (names differ); use its folder")
 
 
+def frozen_parts(cfg: dict) -> set[str]:
+    """Which of decoder, bank, encoder a run's config (as saved: `asdict(AutodecodeConfig)`) keeps fixed."""
+    return {name for name, frozen in (("decoder", cfg.get("lr", 1) == 0), ("bank", cfg.get("token_lr", 1) == 0),
+                                      ("encoder", cfg.get("encoder_weight", 1) == 0 or cfg.get("encoder_lr", 1) == 0))
+            if frozen}
+
+
+def warn_if_freezing_changed(saved: dict, cfg: AutodecodeConfig) -> None:
+    """A resume takes the flags given; say so when they freeze other parts than the saved run did."""
+    before, now = frozen_parts(saved), frozen_parts(asdict(cfg))
+    if saved and before != now:
+        warnings.warn(f"--resume: the saved run froze {', '.join(sorted(before)) or 'nothing'}; these flags freeze "
+                      f"{', '.join(sorted(now)) or 'nothing'} (pass the run's --lr / --token-lr / --encoder-weight to "
+                      "keep it)", stacklevel=2)
+
+
 def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfig, device: str = "auto",
                      resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
     """Fine-tune the VAE of checkpoint `init` on `data_dir` with a bank of free per-video tokens; write
@@ -139,6 +156,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             resume_state(ts, out, ("step", "bank", "optim", "encoder_optim", "bank_optim"))
             if ts["bank"].shape[0] != len(data):
                 raise NervError(f"--resume: {out} holds tokens for {ts['bank'].shape[0]} videos, {data_dir} has {len(data)}")
+            warn_if_freezing_changed(ts.get("train_config", {}), cfg)
             bank.weight.data.copy_(ts["bank"])
             opt.load_state_dict(ts["optim"])
             enc_opt.load_state_dict(ts["encoder_optim"])
