@@ -50,7 +50,7 @@ def test_refinement_is_deterministic_and_zero_steps_is_identity(problem):
         refine_tokens(decoder, start, frame_t, video, steps=-1)
 
 
-def test_step_frames_span_the_clip():
+def test_stratified_frames_span_the_clip():
     """One frame from each of k equal spans, in time order; over many steps every frame is drawn."""
     g = torch.Generator().manual_seed(0)
     seen = set()

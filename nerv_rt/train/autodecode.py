@@ -72,7 +72,7 @@ def encode_first_clips(encoder: torch.nn.Module, data: VideoFolder, device: torc
 
 def bank_videos(data: VideoFolder) -> str:
     """Which videos a bank's rows are, in order: sha256 of their paths relative to the folder."""
-    names = "\n".join(Path(p).relative_to(data.root).as_posix() for p in data.paths)
+    names = "\n".join(p.relative_to(data.root).as_posix() for p in data.paths)
     return hashlib.sha256(names.encode()).hexdigest()
 
 
@@ -105,8 +105,9 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     OUT: the new VAE (no DiT: train one on the bank with `train dit`), its train state holding the bank."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise NervError("train autodecode runs in one process (its token bank is not sharded); run it without torchrun")
-    trains_encoder = cfg.encoder_weight > 0 and cfg.encoder_lr > 0
-    if cfg.lr == 0 and cfg.token_lr == 0 and not trains_encoder:
+    frozen = frozen_parts(asdict(cfg))
+    trains_encoder = "encoder" not in frozen
+    if len(frozen) == 3:
         raise NervError("train autodecode: nothing to train (--lr, --token-lr and --encoder-weight or --encoder-lr "
                         "are all 0)")
     check_out_path(out, resume)
@@ -130,8 +131,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     if init_bank is not None and init_bank.shape != bank.weight.shape:
         raise NervError(f"--init {init} holds tokens for {init_bank.shape[0]} videos of {init_bank.shape[1]} values, "
                         f"{data_dir} needs {len(data)} of {n_tokens}: fine-tune its VAE with `train vae --init` first")
-    check_bank_videos(init_state if init_bank is not None else base.train_state if resume else {}, videos_id,
-                      data_dir)
+    check_bank_videos(base.train_state or {}, videos_id, data_dir)  # the resumed run's, or --init's
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     enc_opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.encoder_lr, betas=(0.9, 0.95), weight_decay=0.0)
     bank_opt = torch.optim.SparseAdam(bank.parameters(), lr=cfg.token_lr or AutodecodeConfig.token_lr)  # refuses 0
