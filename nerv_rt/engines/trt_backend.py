@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import NervError
-from ..export.manifest import graph_entry
+from ..export.manifest import graph_entry, graph_sha256
 from ..export.specs import GRAPHS, GraphSpec, graph_specs
 from ..export.trt_build import check_runtime_match, engine_entry, import_tensorrt, tensorrt_available
 from ..formats import sha256_file
@@ -162,7 +162,7 @@ class TrtBackend(Backend):
         # A plan is executable code: load only the one this manifest names (sha256), built from these graphs.
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             raise NervError(f"{path}: missing or changed since it was built; run `nerv-rt build {self.folder}`")
-        if entry["key"].get("onnx_sha256") != graph_entry(self.folder, self.manifest, graph, self.precision)["sha256"]:
+        if entry["key"].get("onnx_sha256") != graph_sha256(graph_entry(self.folder, self.manifest, graph, self.precision)):
             raise NervError(f"{path}: built from another {graph} graph than this export's; run `nerv-rt build {self.folder}`")
         engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:

@@ -2,7 +2,8 @@
 
 Each graph has an fp32 entry ({file, sha256, inputs, outputs, validation}) and, when exported with
 `--precision`, a typed variant per precision under entry["precisions"][p] ({file, sha256, validation}):
-precision lives in the graph (TensorRT 11 is strongly typed), not in builder flags.
+precision lives in the graph (TensorRT 11 is strongly typed), not in builder flags. A graph that reads its
+weights from the safetensors file beside it (export/shared_weights.py) has entry["external_data"] = {file, sha256}.
 """
 from __future__ import annotations
 
@@ -50,13 +51,24 @@ def graph_entry(folder: Path, manifest: dict[str, Any], graph: str, precision: s
     return typed
 
 
+def graph_sha256(entry: dict[str, Any]) -> str:
+    """What a graph computes, as a digest for cache keys: its file's sha256, combined with that of the weights
+    file it reads when it has one (the graph file alone does not change when those weights do)."""
+    if "external_data" not in entry:
+        return entry["sha256"]
+    return hashlib.sha256(f"{entry['sha256']}+{entry['external_data']['sha256']}".encode()).hexdigest()
+
+
 def verify_graph(folder: Path, manifest: dict[str, Any], graph: str, precision: str = "fp32") -> Path:
-    """Path of `graph`'s ONNX file at `precision` after checking it exists and its sha256 matches the manifest."""
+    """Path of `graph`'s ONNX file at `precision` after checking that it, and the weights file it reads when it
+    has one, exist and match the manifest's sha256."""
     entry = graph_entry(folder, manifest, graph, precision)
-    path = folder / entry["file"]
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing (listed in {MANIFEST_FILE}); re-export the model")
-    if sha256_file(path) != entry["sha256"]:
-        raise CheckpointError(f"{path}: sha256 does not match {MANIFEST_FILE} (file changed since export); "
-                              "re-export the model")
-    return path
+    files = [entry] + ([entry["external_data"]] if "external_data" in entry else [])
+    for f in files:
+        path = folder / f["file"]
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (listed in {MANIFEST_FILE}); re-export the model")
+        if sha256_file(path) != f["sha256"]:
+            raise CheckpointError(f"{path}: sha256 does not match {MANIFEST_FILE} (file changed since export); "
+                                  "re-export the model")
+    return folder / entry["file"]

@@ -4,7 +4,8 @@ Each graph is exported with torch.onnx (dynamo exporter, dynamic dims from `spec
 the ONNX checker, run on ONNX Runtime CPU against PyTorch on random inputs (at a dynamic size other
 than the traced one), and scanned for operators TensorRT's parser does not take. With `precisions`,
 fp16 / bf16 typed graphs are written beside the fp32 ones and validated against fp32 torch
-(export/precision.py).
+(export/precision.py). Graphs exported into a float16 save_pretrained folder (the embedded default) read their
+weights from its model.safetensors instead of holding a copy (export/shared_weights.py).
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from torch import nn
 from .. import __version__
 from ..checkpoint import Checkpoint, build_models
 from ..errors import NervError
-from ..formats import EXPORT_FORMAT, EXPORT_VERSION, atomic_path, sha256_checkpoint, sha256_file
+from ..formats import EXPORT_FORMAT, EXPORT_VERSION, WEIGHTS_FILE, atomic_path, sha256_checkpoint, sha256_file
 from ..models.graphs import graph_modules
 from ..models.stats import describe
 from ..runtime.sources import resolve, source_name
 from .manifest import typed_file, write_manifest
 from .precision import MIN_TYPED_DECODER_PSNR_DB, PRECISIONS, opset_for, store_fp16_initializers, torch_dtype
+from .shared_weights import read_weights_from
 from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES, GRAPHS, GraphSpec, graph_specs
 from .trt_ops import unsupported_ops
 
@@ -53,12 +55,17 @@ def onnx_model(module: nn.Module, args: tuple, input_names: list[str], output_na
     return program.model_proto
 
 
-def _torch_export(module: nn.Module, spec: GraphSpec, inputs: dict[str, np.ndarray], path: Path, opset: int) -> None:
+def _torch_export(module: nn.Module, spec: GraphSpec, inputs: dict[str, np.ndarray], path: Path, opset: int,
+                  weights: Path | None = None) -> dict:
+    """Export and save one graph; with `weights` (the safetensors file beside `path`) its initializers that are
+    tensors of that file read them from it. Returns the manifest fields that say so (empty without)."""
     args = tuple(torch.from_numpy(inputs[n]) for n in spec.input_names)
     dynamic = {t.name: {k: d for k, d in enumerate(t.shape) if isinstance(d, str)} or None for t in spec.inputs}
     model = onnx_model(module, args, list(spec.input_names), list(spec.output_names), dynamic, opset)
     store_fp16_initializers(model)
+    shared = read_weights_from(model, weights) if weights is not None else 0
     onnx.save(model, str(path))
+    return {"external_data": {"file": weights.name, "sha256": sha256_file(weights)}} if shared else {}
 
 
 def _parity(got: np.ndarray, want: np.ndarray, graph: str) -> dict:
@@ -106,6 +113,8 @@ def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, 
         if p not in PRECISIONS:
             raise NervError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
     specs = graph_specs(ckpt.config)
+    beside = ckpt_path.resolve() == out.resolve()  # a save_pretrained folder: the graphs read its weights file
+    weights = out / WEIGHTS_FILE if beside and (out / WEIGHTS_FILE).is_file() else None
     pick = lambda mods: {g: m for g, m in mods.items() if g in graphs_wanted}  # noqa: E731
     modules = pick(graph_modules(*build_models(ckpt, "cpu")))
     typed_modules = {p: {g: m.to(torch_dtype(p)) for g, m in pick(graph_modules(*build_models(ckpt, "cpu"))).items()}
@@ -116,24 +125,24 @@ def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, 
         if step:
             step(f"{ckpt.config.res}: {name}")
         trace = spec.sample_inputs(TRACE_DIMS, num_classes=ckpt.config.num_classes)
-        _torch_export(module, spec, trace, path, opset)
+        shared = _torch_export(module, spec, trace, path, opset, weights)
         validation = _validate(module, spec, path, ckpt.config.num_classes)
         if name == "decoder" and validation["psnr_db"] < MIN_DECODER_PSNR_DB:
             raise NervError(f"decoder.onnx parity is {validation['psnr_db']:.1f} dB PSNR against PyTorch, "
                             f"below the {MIN_DECODER_PSNR_DB:.0f} dB floor; the export is wrong")
-        entry = {"file": path.name, "sha256": sha256_file(path), **spec.to_dict(), "validation": validation}
+        entry = {"file": path.name, "sha256": sha256_file(path), **shared, **spec.to_dict(), "validation": validation}
         for p, typed_set in typed_modules.items():
             if step:
                 step(f"{ckpt.config.res}: {name} {p}")
             typed = typed_set[name]
             typed_path = out / typed_file(name, p)
-            _torch_export(typed, spec, trace, typed_path, opset_for(p, opset))
+            typed_shared = _torch_export(typed, spec, trace, typed_path, opset_for(p, opset), weights)
             v = _validate(module, spec, typed_path, ckpt.config.num_classes, typed)
             if name == "decoder" and v["psnr_db"] < MIN_TYPED_DECODER_PSNR_DB:
                 raise NervError(f"{typed_path.name} reaches {v['psnr_db']:.1f} dB PSNR against fp32 PyTorch, below "
                                 f"the {MIN_TYPED_DECODER_PSNR_DB:.0f} dB floor: {p} is not accurate enough for this model")
             entry.setdefault("precisions", {})[p] = {"file": typed_path.name, "sha256": sha256_file(typed_path),
-                                                     "opset": opset_for(p, opset), "validation": v}
+                                                     **typed_shared, "opset": opset_for(p, opset), "validation": v}
         graphs[name] = entry
     import onnxruntime
 
@@ -146,7 +155,7 @@ def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, 
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "config": ckpt.config.to_dict(),
         "token_std": None if ckpt.token_std is None else [float(v) for v in ckpt.token_std],
-        "checkpoint": {"path": "." if ckpt_path.resolve() == out.resolve() else str(ckpt_path),  # "." = beside
+        "checkpoint": {"path": "." if beside else str(ckpt_path),  # "." = beside
                        "sha256": sha256_checkpoint(ckpt_path)},
         "stats": describe(ckpt.config),  # `nerv-rt info` reads it without torch
         "opset": opset,

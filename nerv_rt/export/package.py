@@ -1,7 +1,8 @@
 """Package trained checkpoints as the embedded default model: per resolution one folder with the weights
 (float16 safetensors, EMA weights as the DiT, no train state) and the ONNX graphs exported from exactly
 those weights, written together so that the two never drift (the manifest holds the weights' sha256,
-and loading checks it). The last stage of scripts/train_default.sh:
+and loading checks it). The graphs read their weights from that safetensors file rather than holding a
+copy (export/shared_weights.py), so the weights are stored once. The last stage of scripts/train_default.sh:
 
     python -m nerv_rt.export.package runs/full128.pt runs/full256.pt
 """

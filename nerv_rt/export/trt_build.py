@@ -21,7 +21,7 @@ from ..errors import NervError
 from ..formats import atomic_path, sha256_file
 from ..machine import gpu_identity
 from ..models.presets import ModelConfig
-from .manifest import PRECISIONS, graph_entry, key_digest, stale_fields, verify_graph, write_manifest
+from .manifest import PRECISIONS, graph_entry, graph_sha256, key_digest, stale_fields, verify_graph, write_manifest
 from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES, GRAPHS, graph_specs, profile_shapes
 
 try:
@@ -54,7 +54,8 @@ def tensorrt_available() -> bool:
 
 def engine_key(onnx_sha256: str, precision: str, profiles: dict[str, Any], trt_version: str, gpu_name: str,
                compute_capability: str) -> dict[str, Any]:
-    """Everything a plan depends on; two builds with equal keys give interchangeable engines."""
+    """Everything a plan depends on; two builds with equal keys give interchangeable engines. `onnx_sha256` is
+    manifest.graph_sha256: the graph file's, combined with its weights file's when it reads one."""
     return {"onnx_sha256": onnx_sha256, "precision": precision,
             "profiles": {k: [list(s) for s in v] for k, v in sorted(profiles.items())},
             "tensorrt": trt_version, "gpu": gpu_name, "compute_capability": compute_capability}
@@ -102,7 +103,7 @@ def build_engines(folder: Path, manifest: dict[str, Any], precision: str = "fp16
     for graph in (g for g in GRAPHS if g in manifest["graphs"]):
         onnx_path = verify_graph(folder, manifest, graph, precision)
         profiles = profile_shapes(specs[graph], max_batch, max_frames)
-        key = engine_key(graph_entry(folder, manifest, graph, precision)["sha256"], precision, profiles,
+        key = engine_key(graph_sha256(graph_entry(folder, manifest, graph, precision)), precision, profiles,
                          trt.__version__, gpu_name, cc)
         plan = folder / plan_name(graph, precision)
         old = engines.get(plan.name)
