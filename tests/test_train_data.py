@@ -1,4 +1,5 @@
 """Data sets and training: overfitting, resume, interruption, DDP equivalence, data errors."""
+import json
 import shutil
 import subprocess
 import sys
@@ -320,6 +321,12 @@ def test_autodecode_fits_decoder_bank_and_encoder(tmp_path, clips, tiny_ckpt):
         training_tokens(vae, base, data, DiTTrainConfig(tokens="refined"), torch.device("cpu"))
     with pytest.raises(NervError, match="holds no autodecoder bank"):
         training_tokens(vae, base, data, DiTTrainConfig(tokens="bank"), torch.device("cpu"))
+    # scripts/motion_stages.py --bank-only: the bank's renders, judged as `eval gen` judges generated clips
+    subprocess.run([sys.executable, str(ROOT / "scripts/motion_stages.py"), "--bank-only", "--bank", str(tmp_path / "w.pt"),
+                    "--data", str(clips), "--bank-clips", "4", "--json", str(tmp_path / "bank.json")], check=True)
+    bank = json.loads((tmp_path / "bank.json").read_text())["bank_training_clips"]
+    assert 0 <= bank["class_accuracy"] <= 1 and bank["psnr"] > 5
+    assert bank["frechet_ratio"] > 0 and bank["training_clips_frechet_ratio"] > 0
     from dataclasses import replace
 
     ckpt_io.save(replace(whole, config=replace(whole.config, num_classes=4)), tmp_path / "w4.pt")  # the clips' classes
