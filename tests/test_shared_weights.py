@@ -38,6 +38,11 @@ def test_initializers_read_their_bytes_from_the_weights_file(tmp_path):
     model = linear_graph(np.ascontiguousarray(weight.T), bias, small)
     assert read_weights_from(model, tmp_path / WEIGHTS_FILE) == 2
     onnx.save(model, str(shared))
+    # the transpose's bytes in another shape than (in, out) are not the transpose: they stay in the graph
+    odd = helper.make_model(helper.make_graph([], "odd", [], [helper.make_tensor_value_info("w", TensorProto.FLOAT16,
+                                                                                             [2, 32, 32])],
+                                              [numpy_helper.from_array(weight.T.reshape(2, 32, 32), "w")]))
+    assert read_weights_from(odd, tmp_path / WEIGHTS_FILE) == 0
 
     onnx.checker.check_model(onnx.load(str(shared)), full_check=True)
     assert shared.stat().st_size < inline.stat().st_size - weight.nbytes - bias.nbytes + 1024
@@ -62,6 +67,14 @@ def test_packaged_graphs_hold_no_copy_of_the_weights(tmp_path, tiny_ckpt):
 
     video = Pipeline.load(folder, backend="onnxruntime").generate(frames=4, steps=2, seed=0)
     assert video.shape == (1, 4, 128, 128, 3)
+
+    elsewhere = tmp_path / "elsewhere.safetensors"  # a link out of the folder: ONNX Runtime would refuse it
+    weights.rename(elsewhere)
+    weights.symlink_to(elsewhere)
+    with pytest.raises(CheckpointError, match="link to a file in another folder"):
+        verify_graph(folder, manifest, "dit")
+    weights.unlink()
+    elsewhere.rename(weights)
 
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one bit of the last tensor

@@ -178,7 +178,9 @@ def test_tensorrt_code_type_checks_against_the_official_stubs(tmp_path, monkeypa
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_TRT, reason="needs tensorrt and a CUDA GPU")
-def test_build_and_run_tensorrt_engines(tiny_export, tmp_path):  # pragma: no cover - GPU machines only
+@pytest.mark.parametrize("source", ["tiny_export", "default"])
+def test_build_and_run_tensorrt_engines(source, request, tmp_path):  # pragma: no cover - GPU machines only
+    """From an export (weights in the graphs) and from the embedded default (graphs that read model.safetensors)."""
     import shutil
 
     import torch
@@ -187,10 +189,10 @@ def test_build_and_run_tensorrt_engines(tiny_export, tmp_path):  # pragma: no co
         pytest.skip("needs a CUDA GPU")
     from nerv_rt.export.trt_build import build_engines
     from nerv_rt.runtime.pipeline import Pipeline
-    from nerv_rt.runtime.sources import read_manifest
+    from nerv_rt.runtime.sources import ASSETS_DIR, read_manifest
 
     folder = tmp_path / "trt"
-    shutil.copytree(tiny_export, folder)
+    shutil.copytree(request.getfixturevalue("tiny_export") if source == "tiny_export" else ASSETS_DIR / "tiny-128", folder)
     m = build_engines(folder, read_manifest(folder), "fp32")
     again = build_engines(folder, m, "fp32")
     assert again["engines"] == m["engines"]  # same key: reused, not rebuilt

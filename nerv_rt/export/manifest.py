@@ -68,6 +68,8 @@ def verify_graph(folder: Path, manifest: dict[str, Any], graph: str, precision: 
         path = folder / f["file"]
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (listed in {MANIFEST_FILE}); re-export the model")
+        if f is not entry and path.resolve().parent != folder.resolve():  # ORT refuses external data outside it
+            raise CheckpointError(f"{path}: a link to a file in another folder; the graphs read it, so copy the file here")
         if sha256_file(path) != f["sha256"]:
             raise CheckpointError(f"{path}: sha256 does not match {MANIFEST_FILE} (file changed since export); "
                                   "re-export the model")

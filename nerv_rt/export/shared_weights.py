@@ -19,26 +19,29 @@ import onnx
 from onnx import helper, numpy_helper
 
 ONNX_DTYPES = {"F16": onnx.TensorProto.FLOAT16, "BF16": onnx.TensorProto.BFLOAT16, "F32": onnx.TensorProto.FLOAT}
-NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32}  # bf16 has no numpy dtype: matched as raw bytes, untransposed
+# bf16 has no numpy dtype: its tensors are matched untransposed, as raw bytes (where onnx's to_array returns float32
+# for a bf16 initializer, as older onnx releases do, they do not match and simply stay in the graph)
+NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32}
+Range = tuple[int, int, tuple[int, ...] | None]  # offset, length, and for a transposed match the stored 2-D shape
 
 
-def tensor_ranges(weights: Path) -> dict[tuple[int, bytes], tuple[int, int, bool]]:
-    """{(onnx dtype, raw bytes): (offset, length, transposed)} of every tensor of a safetensors file, each 2-D
-    tensor also under the bytes of its transpose (transposed True)."""
+def tensor_ranges(weights: Path) -> dict[tuple[int, bytes], Range]:
+    """{(onnx dtype, raw bytes): (offset, length, None)} of every tensor of a safetensors file, each 2-D tensor
+    also under the bytes of its transpose, as (offset, length, its stored shape)."""
     raw = weights.read_bytes()
     (header_len,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + header_len])
     start = 8 + header_len
-    ranges: dict[tuple[int, bytes], tuple[int, int, bool]] = {}
+    ranges: dict[tuple[int, bytes], Range] = {}
     for name, info in header.items():
         if name == "__metadata__" or info["dtype"] not in ONNX_DTYPES:
             continue
         begin, end = (start + o for o in info["data_offsets"])
         dtype, data = ONNX_DTYPES[info["dtype"]], raw[begin:end]
-        ranges.setdefault((dtype, data), (begin, end - begin, False))
+        ranges.setdefault((dtype, data), (begin, end - begin, None))
         if len(info["shape"]) == 2 and info["dtype"] in NUMPY_DTYPES:
             t = np.frombuffer(data, NUMPY_DTYPES[info["dtype"]]).reshape(info["shape"]).T
-            ranges.setdefault((dtype, np.ascontiguousarray(t).tobytes()), (begin, end - begin, True))
+            ranges.setdefault((dtype, np.ascontiguousarray(t).tobytes()), (begin, end - begin, tuple(info["shape"])))
     return ranges
 
 
@@ -59,13 +62,13 @@ def read_weights_from(model: onnx.ModelProto, weights: Path, min_size: int = 102
     for init in graph.initializer:
         array = numpy_helper.to_array(init)
         hit = ranges.get((init.data_type, array.tobytes())) if array.size >= min_size else None
-        if hit is None:
-            kept.append(init)
+        offset, length, stored_shape = hit or (0, 0, None)
+        if hit is None or (stored_shape is not None and array.shape != stored_shape[::-1]):
+            kept.append(init)  # not in the file, or its transpose's bytes in another shape than (b, a) of (a, b)
             continue
-        offset, length, transposed = hit
-        if transposed:
+        if stored_shape is not None:  # the same bytes as a reshape are the same tensor; a transpose needs the node
             stored = f"{init.name}__stored"
-            kept.append(_external(stored, init.data_type, list(array.shape[::-1]), weights.name, offset, length))
+            kept.append(_external(stored, init.data_type, list(stored_shape), weights.name, offset, length))
             transposes.append(helper.make_node("Transpose", [stored], [init.name], perm=[1, 0],
                                                name=f"{init.name}__transpose"))
         else:
