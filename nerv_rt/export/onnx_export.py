@@ -42,7 +42,8 @@ CHECK_DIMS = {"B": 3, "F": 7}
 def onnx_model(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
                dynamic: dict[str, dict[int, str] | None], opset: int) -> onnx.ModelProto:
     """torch.onnx (dynamo exporter) of module(*args) as a ModelProto, quietly; `dynamic` maps an input name to
-    {axis: symbol} (symbols shared between inputs are the same dim)."""
+    {axis: symbol} (symbols shared between inputs are the same dim). The exporter's per-node debug notes (stack
+    traces with this machine's paths, fx node names; a third of a graph's file without its weights) are dropped."""
     dims = {s: torch.export.Dim(s, min=1, max=65536) for axes in dynamic.values() if axes for s in axes.values()}
     arg_names = list(module.forward.__code__.co_varnames[1:1 + len(args)])
     shapes = {a: ({k: dims[s] for k, s in dynamic[n].items()} if dynamic.get(n) else None)
@@ -52,7 +53,10 @@ def onnx_model(module: nn.Module, args: tuple, input_names: list[str], output_na
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):  # the exporter narrates
         program = torch.onnx.export(module, args, input_names=input_names, output_names=output_names,
                                     dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False)
-    return program.model_proto
+    model = program.model_proto
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    return model
 
 
 def _torch_export(module: nn.Module, spec: GraphSpec, inputs: dict[str, np.ndarray], path: Path, opset: int,
