@@ -427,6 +427,8 @@ def train_autodecode_cmd(
     encoder_weight: float = typer.Option(0.1, min=0, help="Encoder's L2 onto the bank's tokens (it also renders through "
                                          "the decoder); 0 keeps the encoder frozen."),
     encoder_lr: float = typer.Option(2e-4, min=0, help="Encoder peak learning rate; 0 freezes it."),
+    token_noise: float = typer.Option(0.0, min=0, help="Gaussian noise on the tokens the decoder renders from, times "
+                                      "the bank's std: points near an entry render its clip (class between entries)."),
     refine_steps: int = typer.Option(80, min=0, help="Token refinement steps stored as the output's default encoding."),
     ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
@@ -441,7 +443,7 @@ def train_autodecode_cmd(
     _train_common(out, device)
     tcfg = AutodecodeConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, token_lr=token_lr,
                             temporal_weight=temporal_weight, encoder_weight=encoder_weight, encoder_lr=encoder_lr,
-                            ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps)
+                            token_noise=token_noise, ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps)
     t0 = time.perf_counter()
     train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")

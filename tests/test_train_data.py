@@ -283,6 +283,12 @@ def test_autodecode_fits_decoder_bank_and_encoder(tmp_path, clips, tiny_ckpt):
     frozen = train_autodecode(clips, tiny_ckpt, tmp_path / "frozen.pt", AutodecodeConfig(steps=2, encoder_weight=0, **fast),
                               "cpu", show_progress=False)
     assert all(torch.equal(frozen.vae[k], base.vae[k]) for k in encoder_keys)
+    # --token-noise: the decoder renders from noisy tokens, so decoder and bank move differently; the encoder's
+    # target stays the clean bank, and the setting is recorded with the run
+    noisy = train_autodecode(clips, tiny_ckpt, tmp_path / "noisy.pt",
+                             AutodecodeConfig(steps=2, encoder_weight=0, token_noise=0.3, **fast), "cpu", show_progress=False)
+    assert not torch.equal(noisy.train_state["bank"], frozen.train_state["bank"])
+    assert noisy.train_state["train_config"]["token_noise"] == 0.3
 
     short = AutodecodeConfig(steps=4, **fast)
     whole = train_autodecode(clips, tiny_ckpt, tmp_path / "w.pt", short, "cpu", show_progress=False)

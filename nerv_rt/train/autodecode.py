@@ -50,6 +50,10 @@ class AutodecodeConfig:
     temporal_weight: float = 1.0  # L2 on frame-to-frame changes (losses.temporal_l2)
     encoder_weight: float = 0.1  # encoder's L2 onto the bank's tokens (plus its own pixel loss); 0 freezes it
     encoder_lr: float = 2e-4  # warm-up, then cosine to 10%, as the decoder
+    # Gaussian noise on the tokens the decoder renders from, times the bank's per-value std: the decoder learns to
+    # render a clip from points around its entry, so points between two entries of a class keep the class
+    # (README, "Noise on the bank's tokens"); 0 renders the entries themselves
+    token_noise: float = 0.0
     ckpt_every: int = 250
     seed: int = 0
     refine_steps: int = 80  # stored in the output's config: its default encoding (models/refine.py)
@@ -183,9 +187,13 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             for group in enc_opt.param_groups:
                 group["lr"] = lr_at(step, cfg.steps, cfg.encoder_lr)
             tokens = bank(idx.to(dev)).view(cfg.batch, model_cfg.tokens, model_cfg.token_dim)
+            rendered = tokens
+            if cfg.token_noise > 0:
+                std = bank.weight.detach().std(0).view(model_cfg.tokens, model_cfg.token_dim)
+                rendered = tokens + cfg.token_noise * std * torch.randn(tokens.shape, generator=g).to(dev)
             t = times[frame_idx.to(dev)]
             with autocast(dev):
-                loss, l2 = reconstruction_loss(decoder(tokens, t), target, cfg.temporal_weight)
+                loss, l2 = reconstruction_loss(decoder(rendered, t), target, cfg.temporal_weight)
                 enc_l2 = token_l2 = torch.zeros((), device=dev)
                 if trains_encoder:  # the encoder regresses the bank and renders through the decoder
                     mean = encoder(videos.to(dev))[0]
