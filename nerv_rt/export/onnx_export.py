@@ -60,16 +60,16 @@ def onnx_model(module: nn.Module, args: tuple, input_names: list[str], output_na
 
 
 def _torch_export(module: nn.Module, spec: GraphSpec, inputs: dict[str, np.ndarray], path: Path, opset: int,
-                  weights: Path | None = None) -> dict:
+                  weights: Path | None = None) -> bool:
     """Export and save one graph; with `weights` (the safetensors file beside `path`) its initializers that are
-    tensors of that file read them from it. Returns the manifest fields that say so (empty without)."""
+    tensors of that file read them from it. Returns whether any does."""
     args = tuple(torch.from_numpy(inputs[n]) for n in spec.input_names)
     dynamic = {t.name: {k: d for k, d in enumerate(t.shape) if isinstance(d, str)} or None for t in spec.inputs}
     model = onnx_model(module, args, list(spec.input_names), list(spec.output_names), dynamic, opset)
     store_fp16_initializers(model)
-    shared = read_weights_from(model, weights) if weights is not None else 0
+    shared = read_weights_from(model, weights) > 0 if weights is not None else False
     onnx.save(model, str(path))
-    return {"external_data": {"file": weights.name, "sha256": sha256_file(weights)}} if shared else {}
+    return shared
 
 
 def _parity(got: np.ndarray, want: np.ndarray, graph: str) -> dict:
@@ -119,6 +119,7 @@ def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, 
     specs = graph_specs(ckpt.config)
     beside = ckpt_path.resolve() == out.resolve()  # a save_pretrained folder: the graphs read its weights file
     weights = out / WEIGHTS_FILE if beside and (out / WEIGHTS_FILE).is_file() else None
+    external = {"external_data": {"file": WEIGHTS_FILE, "sha256": sha256_file(weights)}} if weights else {}
     pick = lambda mods: {g: m for g, m in mods.items() if g in graphs_wanted}  # noqa: E731
     modules = pick(graph_modules(*build_models(ckpt, "cpu")))
     typed_modules = {p: {g: m.to(torch_dtype(p)) for g, m in pick(graph_modules(*build_models(ckpt, "cpu"))).items()}
@@ -129,24 +130,26 @@ def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, 
         if step:
             step(f"{ckpt.config.res}: {name}")
         trace = spec.sample_inputs(TRACE_DIMS, num_classes=ckpt.config.num_classes)
-        shared = _torch_export(module, spec, trace, path, opset, weights)
+        reads_weights = _torch_export(module, spec, trace, path, opset, weights)
         validation = _validate(module, spec, path, ckpt.config.num_classes)
         if name == "decoder" and validation["psnr_db"] < MIN_DECODER_PSNR_DB:
             raise NervError(f"decoder.onnx parity is {validation['psnr_db']:.1f} dB PSNR against PyTorch, "
                             f"below the {MIN_DECODER_PSNR_DB:.0f} dB floor; the export is wrong")
-        entry = {"file": path.name, "sha256": sha256_file(path), **shared, **spec.to_dict(), "validation": validation}
+        entry = {"file": path.name, "sha256": sha256_file(path), **(external if reads_weights else {}), **spec.to_dict(),
+                 "validation": validation}
         for p, typed_set in typed_modules.items():
             if step:
                 step(f"{ckpt.config.res}: {name} {p}")
             typed = typed_set[name]
             typed_path = out / typed_file(name, p)
-            typed_shared = _torch_export(typed, spec, trace, typed_path, opset_for(p, opset), weights)
+            typed_reads_weights = _torch_export(typed, spec, trace, typed_path, opset_for(p, opset), weights)
             v = _validate(module, spec, typed_path, ckpt.config.num_classes, typed)
             if name == "decoder" and v["psnr_db"] < MIN_TYPED_DECODER_PSNR_DB:
                 raise NervError(f"{typed_path.name} reaches {v['psnr_db']:.1f} dB PSNR against fp32 PyTorch, below "
                                 f"the {MIN_TYPED_DECODER_PSNR_DB:.0f} dB floor: {p} is not accurate enough for this model")
             entry.setdefault("precisions", {})[p] = {"file": typed_path.name, "sha256": sha256_file(typed_path),
-                                                     **typed_shared, "opset": opset_for(p, opset), "validation": v}
+                                                     **(external if typed_reads_weights else {}),
+                                                     "opset": opset_for(p, opset), "validation": v}
         graphs[name] = entry
     import onnxruntime
 
