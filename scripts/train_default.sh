@@ -55,7 +55,12 @@ train "$RUNS/vae128.pt" nerv-rt train vae "$RUNS/synth128" --preset tiny --res 1
 train "$RUNS/ad128.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" --steps 5000
 extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" \
   --steps 10000 --encoder-weight 0
-dit 128 ad128b 10000
+#    then 3000 steps more from it with Gaussian noise of 0.3 times the bank's per-value std on the tokens the decoder
+#    renders from, so that points between two entries of a class (where the DiT's samples land) still render that
+#    class (README, "Noise on the bank's tokens"); the DiT learns this bank
+train "$RUNS/ad128n.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/ad128b.pt" --steps 3000 \
+  --encoder-weight 0 --token-noise 0.3
+dit 128 ad128n 10000
 
 # 3. 256^2: the VAE starts from the 128^2 weights (every tensor of matching shape); its autodecoder stage
 #    keeps the encoder frozen (at 4x the patches the encoder's share of a step would double its cost), and is
