@@ -449,6 +449,38 @@ def train_autodecode_cmd(
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
 
 
+@train_app.command("encoder")
+def train_encoder_cmd(
+    data: Path = typer.Argument(..., help="Folder of clips to fit the encoder on (need not be the bank's videos: more "
+                                "clips than the bank holds keep the encoder from overfitting)."),
+    init: Path = typer.Option(..., "--init", help="A finished checkpoint (after `train dit`): its decoder stays frozen, "
+                              "everything but the encoder carries over."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt), saved every --ckpt-every steps."),
+    steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
+    batch: int = typer.Option(8, min=1, help="Clips per step."),
+    frames_per_step: int = typer.Option(4, min=1, help="Frames of each clip rendered per step."),
+    lr: float = typer.Option(1e-3, min=0, help="Encoder peak learning rate (warm-up, then cosine to 10%)."),
+    temporal_weight: float = typer.Option(1.0, min=0, help="Weight of the L2 on frame-to-frame changes (motion)."),
+    refine_steps: int = typer.Option(None, min=0, help="Token refinement steps stored as the output's default encoding "
+                                     "(default: the checkpoint's)."),
+    ckpt_every: int = typer.Option(250, min=1, help="Write the checkpoint every this many steps."),
+    resume: bool = typer.Option(False, help="Continue the run saved at --out."),
+    seed: int = typer.Option(0, help="Seed of the data order."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Fit the encoder alone against the checkpoint's frozen decoder: the decoder's renders of the encoder's tokens
+    on L2 + the temporal term. Raises what the encoder gives alone (and token refinement's first guess)."""
+    from .train.encoder import EncoderStageConfig, train_encoder
+
+    _train_common(out, device)
+    tcfg = EncoderStageConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr,
+                              temporal_weight=temporal_weight, ckpt_every=ckpt_every, seed=seed,
+                              refine_steps=refine_steps)
+    t0 = time.perf_counter()
+    train_encoder(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
+    typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
+
+
 @train_app.command("classifier")
 def train_classifier_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="Folder to write classifier.onnx + classifier.json into "

@@ -167,8 +167,8 @@ def test_build_without_tensorrt_is_a_clear_error(tiny_export):
 
 def test_help_on_every_command():
     for cmd in ([], ["info"], ["export"], ["build"], ["generate"], ["bench"], ["train", "vae"], ["train", "dit"],
-                ["train", "autodecode"], ["train", "classifier"], ["data", "synth"], ["reconstruct"], ["eval", "recon"],
-                ["eval", "gen"], ["serve"]):
+                ["train", "autodecode"], ["train", "encoder"], ["train", "classifier"], ["data", "synth"],
+                ["reconstruct"], ["eval", "recon"], ["eval", "gen"], ["serve"]):
         res = run(*cmd, "--help")
         assert res.returncode == 0 and "Usage" in res.stdout, (cmd, res.stderr)
         assert "<bool>" not in res.stdout, cmd  # flags take no value

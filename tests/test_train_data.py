@@ -248,6 +248,41 @@ def test_autodecode_encoder_only_stage(tmp_path, clips, tiny_ckpt):
     assert not torch.equal(resumed.train_state["bank"], first.train_state["bank"])
 
 
+def test_encoder_stage_fits_the_encoder_alone(tmp_path, clips, tiny_ckpt):
+    """train encoder: only the encoder changes (decoder, DiT, EMA and token statistics carry over), its renders
+    through the frozen decoder get better, a resumed run matches an uninterrupted one, and bad runs say why."""
+    from nerv_rt.train.encoder import EncoderStageConfig, train_encoder
+
+    fast = dict(batch=2, frames_per_step=2, lr=3e-3, ckpt_every=2)
+    plain = ckpt_io.load(tiny_ckpt)
+    base = replace(plain, ema={k: v + 1 for k, v in plain.dit.items()}, token_std=torch.rand(plain.config.token_dim))
+    ckpt_io.save(base, tmp_path / "base.pt")
+    fitted = train_encoder(clips, tmp_path / "base.pt", tmp_path / "e.pt", EncoderStageConfig(steps=30, **fast), "cpu",
+                           log=tmp_path / "e.csv", show_progress=False)
+    l2 = _csv_column(tmp_path / "e.csv", "l2")
+    assert l2[-5:].mean() < 0.8 * l2[:5].mean(), l2
+    assert any(not torch.equal(fitted.vae[k], v) for k, v in base.vae.items() if k.startswith("encoder."))
+    assert all(torch.equal(fitted.vae[k], v) for k, v in base.vae.items() if not k.startswith("encoder."))
+    for part in ("dit", "ema"):
+        assert all(torch.equal(getattr(fitted, part)[k], v) for k, v in getattr(base, part).items())
+    assert torch.equal(fitted.token_std, base.token_std)
+    assert fitted.config == base.config
+    refined = train_encoder(clips, tmp_path / "base.pt", tmp_path / "r.pt", EncoderStageConfig(steps=1, refine_steps=7,
+                            **fast), "cpu", show_progress=False)
+    assert refined.config == replace(base.config, refine_steps=7)  # the output's default encoding
+
+    short = EncoderStageConfig(steps=4, **fast)
+    whole = train_encoder(clips, tiny_ckpt, tmp_path / "w.pt", short, "cpu", show_progress=False)
+    train_encoder(clips, tiny_ckpt, tmp_path / "p.pt", EncoderStageConfig(steps=2, **fast), "cpu", show_progress=False)
+    resumed = train_encoder(clips, tiny_ckpt, tmp_path / "p.pt", short, "cpu", resume=True, show_progress=False)
+    for k, v in whole.vae.items():
+        torch.testing.assert_close(resumed.vae[k], v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(NervError, match="not an encoder-stage run"):
+        train_encoder(clips, tiny_ckpt, Path(tiny_ckpt), short, "cpu", resume=True, show_progress=False)
+    with pytest.raises(NervError, match="exists"):
+        train_encoder(clips, tiny_ckpt, tmp_path / "w.pt", short, "cpu", show_progress=False)
+
+
 def test_init_from_copies_the_overlapping_block(tmp_path):
     from nerv_rt.train.vae import init_from
     from tests.conftest import random_checkpoint
