@@ -37,9 +37,11 @@ from nerv_rt import checkpoint as ckpt_io
 
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
 # per resolution the latest autodecoder stage (the continued one once it has started: its step says how far it got)
-# and the DiT: with the log and two tars, 7 files, under the device call's 8
+# and the DiT (at 128^2 with the encoder's last stage once it has started): with the log and two tars, 7 files,
+# under the device call's 8
 latest = [runs / f"ad{r}b.pt" if (runs / f"ad{r}b.pt").exists() else runs / f"ad{r}.pt" for r in (128, 256)]
-for path in latest + [runs / "full128.pt", runs / "full256.pt"]:
+model128 = runs / "model128.pt" if (runs / "model128.pt").exists() else runs / "full128.pt"
+for path in latest + [model128, runs / "full256.pt"]:
     if path.exists():
         ck = ckpt_io.load(path)
         keep = {k: v for k, v in ck.train_state.items() if k in ("kind", "step", "bank")}

@@ -4,7 +4,7 @@ those weights, written together so that the two never drift (the manifest holds 
 and loading checks it). The graphs read their weights from that safetensors file rather than holding a
 copy (export/shared_weights.py), so the weights are stored once. The last stage of scripts/train_default.sh:
 
-    python -m nerv_rt.export.package runs/full128.pt runs/full256.pt
+    python -m nerv_rt.export.package runs/model128.pt runs/full256.pt
 """
 from __future__ import annotations
 
