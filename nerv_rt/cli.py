@@ -418,7 +418,8 @@ def train_autodecode_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt), saved every --ckpt-every steps."),
     steps: int = typer.Option(4000, help="Optimizer steps."),
     batch: int = typer.Option(8, help="Videos per step."),
-    frames_per_step: int = typer.Option(4, help="Frames of each clip rendered per step."),
+    frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip rendered per step (2 or more: the "
+                                        "temporal term compares consecutive ones)."),
     lr: float = typer.Option(5e-4, min=0, help="Decoder peak learning rate (warm-up, then cosine to 10%); 0 freezes "
                              "the decoder."),
     token_lr: float = typer.Option(1e-2, min=0, help="Learning rate of the per-video tokens (sparse Adam); 0 freezes "
@@ -458,7 +459,8 @@ def train_encoder_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt), saved every --ckpt-every steps."),
     steps: int = typer.Option(3000, min=1, help="Optimizer steps."),
     batch: int = typer.Option(8, min=1, help="Clips per step."),
-    frames_per_step: int = typer.Option(4, min=1, help="Frames of each clip rendered per step."),
+    frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip rendered per step (2 or more: the "
+                                        "temporal term compares consecutive ones)."),
     lr: float = typer.Option(1e-3, min=0, help="Encoder peak learning rate (warm-up, then cosine to 10%)."),
     temporal_weight: float = typer.Option(1.0, min=0, help="Weight of the L2 on frame-to-frame changes (motion)."),
     refine_steps: int = typer.Option(None, min=0, help="Token refinement steps stored as the output's default encoding "

@@ -3,7 +3,7 @@
 # README's "The embedded default model" section, as JSON files in $OUT (default: runs/eval-default).
 #
 #   scripts/eval_default.sh                      # about 25 min on the 2-core development machine
-#   scripts/eval_default.sh --model runs/full128.pt --res 128
+#   scripts/eval_default.sh --model runs/model128.pt --res 128
 #
 # Needs the train extra (torch: the default encoding refines tokens with autograd). Writes:
 #   gen<res>.json     nerv-rt eval gen: motion ratio, class accuracy, confusion, Frechet distance vs its floor

@@ -36,10 +36,11 @@ from pathlib import Path
 from nerv_rt import checkpoint as ckpt_io
 
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
-# per resolution the latest autodecoder stage (the continued one once it has started: its step says how far it got)
-# and the DiT (at 128^2 with the encoder's last stage once it has started): with the log and two tars, 7 files,
-# under the device call's 8
-latest = [runs / f"ad{r}b.pt" if (runs / f"ad{r}b.pt").exists() else runs / f"ad{r}.pt" for r in (128, 256)]
+# per resolution the latest autodecoder stage (a continued one once it has started: its step says how far it got;
+# at 128^2 the token-noise stage, whose bank the DiT learns) and the DiT (at 128^2 with the encoder's last stage
+# once it has started): with the log and two tars, 7 files, under the device call's 8
+stages = ("n", "b", "")
+latest = [next((p for p in (runs / f"ad{r}{s}.pt" for s in stages) if p.exists()), runs / f"ad{r}.pt") for r in (128, 256)]
 model128 = runs / "model128.pt" if (runs / "model128.pt").exists() else runs / "full128.pt"
 for path in latest + [model128, runs / "full256.pt"]:
     if path.exists():

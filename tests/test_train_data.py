@@ -277,10 +277,17 @@ def test_encoder_stage_fits_the_encoder_alone(tmp_path, clips, tiny_ckpt):
     resumed = train_encoder(clips, tiny_ckpt, tmp_path / "p.pt", short, "cpu", resume=True, show_progress=False)
     for k, v in whole.vae.items():
         torch.testing.assert_close(resumed.vae[k], v, rtol=1e-5, atol=1e-6)
-    with pytest.raises(NervError, match="not an encoder-stage run"):
-        train_encoder(clips, tiny_ckpt, Path(tiny_ckpt), short, "cpu", resume=True, show_progress=False)
+    with pytest.raises(NervError, match="not an encoder-stage run"):  # base.pt is no encoder run: left as it was
+        train_encoder(clips, tiny_ckpt, tmp_path / "base.pt", short, "cpu", resume=True, show_progress=False)
+    assert not (tmp_path / "base.csv").exists()
     with pytest.raises(NervError, match="exists"):
         train_encoder(clips, tiny_ckpt, tmp_path / "w.pt", short, "cpu", show_progress=False)
+    ckpt_io.save(replace(base, dit=None, ema=None), tmp_path / "ad.pt")  # e.g. an autodecode run: keeps its bank
+    with pytest.raises(NervError, match="holds no DiT"):
+        train_encoder(clips, tmp_path / "ad.pt", tmp_path / "x.pt", short, "cpu", show_progress=False)
+    with pytest.raises(NervError, match="trains nothing"):
+        train_encoder(clips, tiny_ckpt, tmp_path / "y.pt", EncoderStageConfig(lr=0), "cpu", show_progress=False)
+    assert not any((tmp_path / f"{n}.{ext}").exists() for n in "xy" for ext in ("pt", "csv"))
 
 
 def test_init_from_copies_the_overlapping_block(tmp_path):

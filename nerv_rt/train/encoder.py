@@ -9,6 +9,7 @@ first guess).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -49,9 +50,15 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
                   resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
     """Fit the encoder of checkpoint `init` to render the clips of `data_dir` through its frozen decoder; write OUT:
     `init` with the new encoder (its train state: this stage's)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NervError("train encoder runs in one process; run it without torchrun")
+    if cfg.lr <= 0:
+        raise NervError(f"train encoder: --lr {cfg.lr} trains nothing; give a rate > 0")
     check_out_path(out, resume)
     dev = pick_device(device)
     base = ckpt_io.load(out if resume else init)
+    if not resume and base.dit is None:  # an autodecode run: its train state (the bank) would be replaced
+        raise NervError(f"--init {init} holds no DiT: run `train dit` on it first (the DiT learns its bank)")
     if cfg.refine_steps is not None:
         base = replace(base, config=replace(base.config, refine_steps=cfg.refine_steps))
     model_cfg = base.config
@@ -61,7 +68,6 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
     decoder.requires_grad_(False)
     opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     times = torch.from_numpy(frame_times(model_cfg.frames)).to(dev)
-    csv_log = CsvLog(log, ["loss", "l2", "psnr", "lr"], resume)
     start = 0
     if resume:
         ts = base.train_state
@@ -70,6 +76,7 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
         resume_state(ts, out, ("step", "optim"))
         opt.load_state_dict(ts["optim"])
         start = int(ts["step"])
+    csv_log = CsvLog(log, ["loss", "l2", "psnr", "lr"], resume)
 
     def save(step: int) -> ckpt_io.Checkpoint:
         ck = replace(base, vae={k: v.detach().cpu() for k, v in vae.state_dict().items()},
