@@ -39,10 +39,14 @@ runs, out = Path(sys.argv[1]), Path(sys.argv[2])
 # per resolution the latest autodecoder stage (a continued one once it has started: its step says how far it got;
 # at 128^2 the token-noise stage, whose bank the DiT learns) and the DiT (at 128^2 with the encoder's last stage
 # once it has started): with the log and two tars, 7 files, under the device call's 8
-stages = ("n", "b", "")
-latest = [next((p for p in (runs / f"ad{r}{s}.pt" for s in stages) if p.exists()), runs / f"ad{r}.pt") for r in (128, 256)]
-model128 = runs / "model128.pt" if (runs / "model128.pt").exists() else runs / "full128.pt"
-for path in latest + [model128, runs / "full256.pt"]:
+def latest(*names: str) -> Path:
+    """The first of these checkpoints (the later stage first) that exists; the last when none does."""
+    paths = [runs / name for name in names]
+    return next((p for p in paths if p.exists()), paths[-1])
+
+
+for path in [latest("ad128n.pt", "ad128b.pt", "ad128.pt"), latest("ad256b.pt", "ad256.pt"),
+             latest("model128.pt", "full128.pt"), runs / "full256.pt"]:
     if path.exists():
         ck = ckpt_io.load(path)
         keep = {k: v for k, v in ck.train_state.items() if k in ("kind", "step", "bank")}
