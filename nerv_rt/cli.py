@@ -341,7 +341,8 @@ def train_vae_cmd(
     res: int = typer.Option(128, "--res", "-r", help="Resolution: 128 or 256."),
     steps: int = typer.Option(2000, help="Optimizer steps."),
     batch: int = typer.Option(8, help="Global batch of clips (split over DDP processes)."),
-    frames_per_step: int = typer.Option(4, help="Frames of each clip the decoder is supervised on per step."),
+    frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip the decoder is supervised on per step (2 or "
+                                        "more: the temporal term compares consecutive ones)."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (warm-up, then cosine to 10%)."),
     gan_start: float = typer.Option(0.6, help="Fraction of steps before the GAN loss starts."),
     gan_weight: float = typer.Option(0.05, help="Weight of the hinge GAN loss (0 disables the discriminator)."),

@@ -157,6 +157,14 @@ def test_export_errors(tmp_path, tiny_export, bad_sources):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("stage", ["vae", "autodecode", "encoder"])
+def test_train_refuses_one_frame_per_step(tmp_path, stage):
+    """The temporal term compares consecutive rendered frames: with one it would be NaN, and so the loss."""
+    res = run("train", stage, tmp_path, "--out", tmp_path / "x.pt", "--frames-per-step", "1")
+    assert_clean_error(res, "--frames-per-step")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_build_without_tensorrt_is_a_clear_error(tiny_export):
     from nerv_rt.export.trt_build import tensorrt_available
 

@@ -169,7 +169,7 @@ def test_train_dit_cli_turns_scheduled_sampling_off(tmp_path, clips):
 def test_interrupted_run_leaves_last_checkpoint_loadable(tmp_path, clips):
     out = tmp_path / "run.pt"
     proc = subprocess.Popen([sys.executable, "-m", "nerv_rt.train", "vae", str(clips), "--out", str(out), "--steps", "200",
-                             "--batch", "2", "--frames-per-step", "1", "--ckpt-every", "1", "--gan-start", "1",
+                             "--batch", "2", "--frames-per-step", "2", "--ckpt-every", "1", "--gan-start", "1",
                              "--device", "cpu"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not out.exists() and time.time() < deadline:
