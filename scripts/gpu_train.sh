@@ -37,15 +37,15 @@ from nerv_rt import checkpoint as ckpt_io
 
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
 # per resolution the latest autodecoder stage (a continued one once it has started: its step says how far it got;
-# at 128^2 the token-noise stage, whose bank the DiT learns) and the DiT (at 128^2 with the encoder's last stage
-# once it has started): with the log and two tars, 7 files, under the device call's 8
+# at 128^2 the token-noise stage or its continuation, whose bank the DiT learns) and the DiT (at 128^2 with the
+# encoder's last stage once it has started): with the log and two tars, 7 files, under the device call's 8
 def latest(*names: str) -> Path:
     """The first of these checkpoints (the later stage first) that exists; the last when none does."""
     paths = [runs / name for name in names]
     return next((p for p in paths if p.exists()), paths[-1])
 
 
-for path in [latest("ad128n.pt", "ad128b.pt", "ad128.pt"), latest("ad256b.pt", "ad256.pt"),
+for path in [latest("ad128n2.pt", "ad128n.pt", "ad128b.pt", "ad128.pt"), latest("ad256b.pt", "ad256.pt"),
              latest("model128.pt", "full128.pt"), runs / "full256.pt"]:
     if path.exists():
         ck = ckpt_io.load(path)

@@ -3,7 +3,7 @@
 # synthetic set at 128^2 and 256^2, then packaged with its exported ONNX graphs, so that the weights
 # and the graphs the torch-free install runs always come from the same checkpoints.
 #
-#   scripts/train_default.sh                  # CPU (about 4.5 h on an idle 2-core CPU; README "Reproduce")
+#   scripts/train_default.sh                  # CPU (about 4.8 h on an idle 2-core CPU; README "Reproduce")
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU
 #
 # Run from the repository root with the train and export extras installed; writes into $RUNS (runs/).
@@ -62,7 +62,11 @@ extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth1
 #    class (README, "Noise on the bank's tokens"); the DiT learns this bank
 train "$RUNS/ad128n.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/ad128b.pt" --steps 3000 \
   --encoder-weight 0 --token-noise 0.3
-dit 128 ad128n 10000
+#    and continued to 6000 steps (a warm restart of its cosine schedule): the bank reads as its class more often, and
+#    so do its DiT's clips (README, "A longer noise stage")
+extend "$RUNS/ad128n.pt" "$RUNS/ad128n2.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/ad128b.pt" \
+  --steps 6000 --encoder-weight 0 --token-noise 0.3
+dit 128 ad128n2 10000
 #    last, the encoder alone against the finished decoder (decoder, bank and DiT frozen), rendering its own tokens on
 #    the 2048 clips (on the bank's 512 it overfits), the temporal term weighted 3; refinement from its tokens needs
 #    100 steps to match what 80 gave from the encoder before (README, "The encoder fitted last, on more clips")
