@@ -59,11 +59,11 @@ extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth1
   --steps 10000 --encoder-weight 0
 #    then 3000 steps more from it with Gaussian noise of 0.3 times the bank's per-value std on the tokens the decoder
 #    renders from, so that points between two entries of a class (where the DiT's samples land) still render that
-#    class (README, "Noise on the bank's tokens"); the DiT learns this bank
+#    class (README, "Noise on the bank's tokens")
 train "$RUNS/ad128n.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/ad128b.pt" --steps 3000 \
   --encoder-weight 0 --token-noise 0.3
 #    and continued to 6000 steps (a warm restart of its cosine schedule): the bank reads as its class more often, and
-#    so do its DiT's clips (README, "A longer noise stage")
+#    so do its DiT's clips (README, "A longer noise stage"); the DiT learns this bank
 extend "$RUNS/ad128n.pt" "$RUNS/ad128n2.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/ad128b.pt" \
   --steps 6000 --encoder-weight 0 --token-noise 0.3
 dit 128 ad128n2 10000
