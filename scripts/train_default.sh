@@ -3,7 +3,7 @@
 # synthetic set at 128^2 and 256^2, then packaged with its exported ONNX graphs, so that the weights
 # and the graphs the torch-free install runs always come from the same checkpoints.
 #
-#   scripts/train_default.sh                  # CPU (about 4.8 h on an idle 2-core CPU; README "Reproduce")
+#   scripts/train_default.sh                  # CPU (about 5.0 h on an idle 2-core CPU; README "Reproduce")
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU
 #
 # Run from the repository root with the train and export extras installed; writes into $RUNS (runs/).
@@ -40,9 +40,9 @@ data "$RUNS/synth128x" nerv-rt data synth --n 2048 --seed 0 --res 128
 
 # dit RES BANK STEPS: the implicit DiT learns an autodecoder bank (the per-video tokens that render their clips'
 # motion) with v-prediction, at lr 1e-3 (3x the first recipe's 3e-4 bought more class accuracy in 10000 steps than
-# 3e-4 did in 20000), without scheduled sampling (no measurable effect; off, a step costs one forward less). 20000
-# steps bought 6 points of class accuracy over 10000 at 256^2 and none measurable at 128^2, so 128^2 trains 10000.
-# README, "The DiT's learning rate was the next lever" and "What the new recipe bought".
+# 3e-4 did in 20000), without scheduled sampling (no measurable effect; off, a step costs one forward less), for
+# 20000 steps: over 10000 they bought 6 points of class accuracy at 256^2, and 3 at 128^2 on the token-noise bank.
+# README, "The DiT's learning rate was the next lever", "What the new recipe bought" and "The 128^2 DiT for 20000 steps".
 dit() {
   train "$RUNS/full$1.pt" nerv-rt train dit "$RUNS/synth$1" --vae "$RUNS/$2.pt" --tokens bank --prediction v \
     --batch 64 --lr 1e-3 --scheduled-sampling 0 --ema 0.999 --steps "$3"
@@ -66,7 +66,7 @@ train "$RUNS/ad128n.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/
 #    so do its DiT's clips (README, "A longer noise stage"); the DiT learns this bank
 extend "$RUNS/ad128n.pt" "$RUNS/ad128n2.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/ad128b.pt" \
   --steps 6000 --encoder-weight 0 --token-noise 0.3
-dit 128 ad128n2 10000
+dit 128 ad128n2 20000
 #    last, the encoder alone against the finished decoder (decoder, bank and DiT frozen), rendering its own tokens on
 #    the 2048 clips (on the bank's 512 it overfits), the temporal term weighted 3; refinement from its tokens needs
 #    100 steps to match what 80 gave from the encoder before (README, "The encoder fitted last, on more clips")
