@@ -248,6 +248,20 @@ def test_autodecode_encoder_only_stage(tmp_path, clips, tiny_ckpt):
     assert not torch.equal(resumed.train_state["bank"], first.train_state["bank"])
 
 
+@pytest.mark.parametrize("stage", ["autodecode", "encoder"])
+def test_single_process_stages_refuse_torchrun(tmp_path, monkeypatch, stage):
+    """The autodecoder bank is not sharded, and the encoder stage has no DDP path: under torchrun both stop first."""
+    from nerv_rt.train.autodecode import AutodecodeConfig, train_autodecode
+    from nerv_rt.train.encoder import EncoderStageConfig, train_encoder
+
+    run_stage, cfg = {"autodecode": (train_autodecode, AutodecodeConfig()),
+                      "encoder": (train_encoder, EncoderStageConfig())}[stage]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(NervError, match=f"train {stage} runs in one process.*without torchrun"):
+        run_stage(tmp_path, tmp_path / "init.pt", tmp_path / "out.pt", cfg, "cpu", show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_encoder_stage_fits_the_encoder_alone(tmp_path, clips, tiny_ckpt):
     """train encoder: only the encoder changes (decoder, DiT, EMA and token statistics carry over), its renders
     through the frozen decoder get better, a resumed run matches an uninterrupted one, and bad runs say why."""

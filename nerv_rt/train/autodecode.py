@@ -15,7 +15,6 @@ encoder's tokens lose), and held-out clips reach such tokens by token refinement
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from .common import (
     lr_at,
     pick_device,
     progress_bar,
+    require_single_process,
     resume_state,
     step_generator,
 )
@@ -107,8 +107,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
                      resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
     """Fine-tune the VAE of checkpoint `init` on `data_dir` with a bank of free per-video tokens; write
     OUT: the new VAE (no DiT: train one on the bank with `train dit`), its train state holding the bank."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise NervError("train autodecode runs in one process (its token bank is not sharded); run it without torchrun")
+    require_single_process("train autodecode", "its token bank is not sharded")
     frozen = frozen_parts(asdict(cfg))
     trains_encoder = "encoder" not in frozen
     if len(frozen) == 3:

@@ -46,9 +46,20 @@ class Dist:
         return x[self.rank * per:(self.rank + 1) * per]
 
 
+def world_size() -> int:
+    """Processes of this run: torchrun's WORLD_SIZE, 1 when not launched by torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def require_single_process(command: str, why: str = "") -> None:
+    """Refuse a torchrun launch of a stage that runs in one process."""
+    if world_size() > 1:
+        raise NervError(f"{command} runs in one process{f' ({why})' if why else ''}; run it without torchrun")
+
+
 def setup(device: str, batch: int) -> Dist:
     """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world == 1:
         return Dist(device=pick_device(device))
     if batch % world:

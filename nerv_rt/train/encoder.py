@@ -9,7 +9,6 @@ first guess).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from .common import (
     lr_at,
     pick_device,
     progress_bar,
+    require_single_process,
     resume_state,
     step_generator,
 )
@@ -50,8 +50,7 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
                   resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
     """Fit the encoder of checkpoint `init` to render the clips of `data_dir` through its frozen decoder; write OUT:
     `init` with the new encoder (its train state: this stage's)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise NervError("train encoder runs in one process; run it without torchrun")
+    require_single_process("train encoder")
     if cfg.lr <= 0:
         raise NervError(f"train encoder: --lr {cfg.lr} trains nothing; give a rate > 0")
     check_out_path(out, resume)
