@@ -262,6 +262,20 @@ def test_single_process_stages_refuse_torchrun(tmp_path, monkeypatch, stage):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_training_configs_refuse_one_frame_per_step():
+    """The Python API refuses what the CLI's --frames-per-step (min 2) does: with one frame per clip the temporal
+    term has no change to compare and the loss would be NaN from the first step."""
+    from nerv_rt.train.autodecode import AutodecodeConfig
+    from nerv_rt.train.encoder import EncoderStageConfig
+
+    for config in (VAETrainConfig, AutodecodeConfig, EncoderStageConfig):
+        with pytest.raises(ValueError, match="frames_per_step must be 2 or more"):
+            config(frames_per_step=1)
+        with pytest.raises(ValueError, match="frames_per_step"):
+            replace(config(), frames_per_step=0)
+        assert config(frames_per_step=2).frames_per_step == 2
+
+
 def test_encoder_stage_fits_the_encoder_alone(tmp_path, clips, tiny_ckpt):
     """train encoder: only the encoder changes (decoder, DiT, EMA and token statistics carry over), its renders
     through the frozen decoder get better, a resumed run matches an uninterrupted one, and bad runs say why."""

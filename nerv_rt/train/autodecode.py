@@ -37,7 +37,7 @@ from .common import (
     resume_state,
     step_generator,
 )
-from .losses import psnr_from_mse, reconstruction_loss
+from .losses import check_frames_per_step, psnr_from_mse, reconstruction_loss
 
 
 @dataclass
@@ -57,6 +57,9 @@ class AutodecodeConfig:
     ckpt_every: int = 250
     seed: int = 0
     refine_steps: int = 80  # stored in the output's config: its default encoding (models/refine.py)
+
+    def __post_init__(self) -> None:
+        check_frames_per_step(self.frames_per_step)
 
 
 @torch.no_grad()

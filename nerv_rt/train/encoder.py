@@ -29,7 +29,7 @@ from .common import (
     resume_state,
     step_generator,
 )
-from .losses import psnr_from_mse, reconstruction_loss
+from .losses import check_frames_per_step, psnr_from_mse, reconstruction_loss
 
 
 @dataclass
@@ -44,6 +44,9 @@ class EncoderStageConfig:
     # stored in the output's config as its default encoding (models/refine.py); None keeps the checkpoint's. A
     # better first guess alone is not a better start for refinement (README, "The encoder fitted last")
     refine_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        check_frames_per_step(self.frames_per_step)
 
 
 def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig, device: str = "auto",

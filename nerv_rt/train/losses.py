@@ -53,6 +53,13 @@ def temporal_l2(recon: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(recon.float().diff(dim=1), target.float().diff(dim=1))
 
 
+def check_frames_per_step(frames_per_step: int) -> None:
+    """Refuse a training config that samples fewer than two frames per clip: temporal_l2 compares consecutive
+    sampled frames, and with one there is no change to compare (its loss, and so every step's, would be NaN)."""
+    if frames_per_step < 2:
+        raise ValueError(f"frames_per_step must be 2 or more (the temporal term compares frames), got {frames_per_step}")
+
+
 def reconstruction_loss(recon: Tensor, target: Tensor, temporal_weight: float) -> tuple[Tensor, Tensor]:
     """(L2 + temporal_weight * temporal L2, the plain L2) of frames (B, K, 3, H, W)."""
     l2 = F.mse_loss(recon.float(), target)

@@ -24,7 +24,14 @@ from .common import (
     teardown,
     wrap_ddp,
 )
-from .losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, perceptual_loss, reconstruction_loss
+from .losses import (
+    PatchDiscriminator,
+    check_frames_per_step,
+    hinge_d_loss,
+    hinge_g_loss,
+    perceptual_loss,
+    reconstruction_loss,
+)
 
 
 @dataclass
@@ -41,6 +48,9 @@ class VAETrainConfig:
     ckpt_every: int = 250
     seed: int = 0
     lpips: str | None = None  # local TorchScript LPIPS file; None = weight-free substitute
+
+    def __post_init__(self) -> None:
+        check_frames_per_step(self.frames_per_step)
 
 
 @torch.no_grad()
