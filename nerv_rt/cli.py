@@ -324,6 +324,21 @@ def data_synth(
     typer.echo(f"{out} ({n} clips, {len(MOTIONS)} classes)")
 
 
+def _train_precision(value: str) -> str:
+    from .train.common import check_precision
+
+    try:
+        check_precision(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    return value
+
+
+TRAIN_PRECISION = typer.Option("auto", callback=_train_precision, help="Compute precision of the steps: auto (bf16 "
+                               "autocast on CUDA, fp32 on the CPU), fp32, or bf16 (autocast; on a CPU with native "
+                               "bf16, AVX512-BF16 or AMX, 1.4-2.0x faster steps). Weights and optimizer stay fp32.")
+
+
 def _train_common(out: Path, device: str):
     require("torch", "safetensors", "scipy", "skimage", extra="train")
     from .train.common import pick_device
@@ -355,6 +370,7 @@ def train_vae_cmd(
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of weights and data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = TRAIN_PRECISION,
 ) -> None:
     """Train NeRV-VAE: L2 + perceptual + hinge GAN (after a warm-up) + KL. Writes OUT and OUT.csv."""
     from .models.presets import preset as make_preset
@@ -368,7 +384,7 @@ def train_vae_cmd(
     tcfg = VAETrainConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, gan_start=gan_start,
                           gan_weight=gan_weight, kl_weight=kl_weight, perceptual_weight=perceptual_weight,
                           temporal_weight=temporal_weight,
-                          ckpt_every=ckpt_every, seed=seed, lpips=str(lpips) if lpips else None)
+                          ckpt_every=ckpt_every, seed=seed, lpips=str(lpips) if lpips else None, precision=precision)
     t0 = time.perf_counter()
     train_vae(data, out, cfg, tcfg, device, resume, init, out.with_suffix(".csv"))
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
@@ -397,6 +413,7 @@ def train_dit_cmd(
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = TRAIN_PRECISION,
 ) -> None:
     """Train the implicit DiT on tokens of the frozen VAE (Min-SNR-5, v-prediction, scheduled sampling, EMA, CFG
     dropout)."""
@@ -405,7 +422,7 @@ def train_dit_cmd(
     _train_common(out, device)
     tcfg = DiTTrainConfig(steps=steps, batch=batch, lr=lr, ema=ema, clips_per_video=clips_per_video, tokens=tokens,
                           prediction=prediction, scheduled_sampling=scheduled_sampling, ckpt_every=ckpt_every,
-                          seed=seed)
+                          seed=seed, precision=precision)
     t0 = time.perf_counter()
     train_dit(data, vae, out, tcfg, device, resume, out.with_suffix(".csv"))
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
@@ -436,6 +453,7 @@ def train_autodecode_cmd(
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of the data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = TRAIN_PRECISION,
 ) -> None:
     """Fine-tune the VAE with free per-video tokens (autodecoder): the decoder and a token bank on L2 + the
     temporal term, the encoder regressing the bank. Then train the DiT on the bank (`train dit`). The output
@@ -445,7 +463,8 @@ def train_autodecode_cmd(
     _train_common(out, device)
     tcfg = AutodecodeConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, token_lr=token_lr,
                             temporal_weight=temporal_weight, encoder_weight=encoder_weight, encoder_lr=encoder_lr,
-                            token_noise=token_noise, ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps)
+                            token_noise=token_noise, ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps,
+                            precision=precision)
     t0 = time.perf_counter()
     train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
@@ -470,6 +489,7 @@ def train_encoder_cmd(
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of the data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = TRAIN_PRECISION,
 ) -> None:
     """Fit the encoder alone against the checkpoint's frozen decoder: the decoder's renders of the encoder's tokens
     on L2 + the temporal term. Raises what the encoder gives alone (and token refinement's first guess)."""
@@ -478,7 +498,7 @@ def train_encoder_cmd(
     _train_common(out, device)
     tcfg = EncoderStageConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr,
                               temporal_weight=temporal_weight, ckpt_every=ckpt_every, seed=seed,
-                              refine_steps=refine_steps)
+                              refine_steps=refine_steps, precision=precision)
     t0 = time.perf_counter()
     train_encoder(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
     typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")

@@ -165,6 +165,13 @@ def test_train_refuses_one_frame_per_step(tmp_path, stage):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stage", ["vae", "dit", "autodecode", "encoder"])
+def test_train_refuses_an_unknown_precision(tmp_path, stage):
+    res = run("train", stage, tmp_path, "--out", tmp_path / "x.pt", "--precision", "fp16")
+    assert_clean_error(res, "precision must be one of auto, fp32, bf16")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_build_without_tensorrt_is_a_clear_error(tiny_export):
     from nerv_rt.export.trt_build import tensorrt_available
 

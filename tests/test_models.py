@@ -8,7 +8,7 @@ import torch
 from nerv_rt.diffusion.schedule import alphas_cumprod, linear_betas
 from nerv_rt.models.dit import ImplicitDiT
 from nerv_rt.models.hyper_ae import NeRVVAE, kl_divergence, patchify
-from nerv_rt.models.nerv import demodulate
+from nerv_rt.models.nerv import apply_shared, demodulate, make_upsample, transposed_as_pixel_shuffle
 from nerv_rt.models.presets import PRESETS, RESOLUTIONS, ModelConfig, preset
 from nerv_rt.models.stats import describe
 
@@ -59,6 +59,34 @@ def test_batched_decoding_equals_per_video():
         batched = dec(z, t)
         single = torch.cat([dec(z[i:i + 1], t) for i in range(3)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_transposed_conv_as_pixel_shuffle_is_the_same_map():
+    """What CPU bf16 autocast runs in place of the upsampling's grouped transposed conv (oneDNN's is slow there)."""
+    torch.manual_seed(0)
+    up = make_upsample("transposed", 8, 4)
+    torch.nn.init.normal_(up.bias)
+    x = torch.randn(3, 2 * 8, 5, 5)  # 3 frames, 2 videos as channel groups
+    torch.testing.assert_close(transposed_as_pixel_shuffle(up, x, 2), apply_shared(up, x, 2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(transposed_as_pixel_shuffle(up, x[:, :8], 1), up(x[:, :8]), atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_under_cpu_bf16_autocast_tracks_fp32():
+    """`train ... --precision bf16` on the CPU: the grouped (B > 1) path, pixel-shuffle upsampling included, stays
+    within bf16 rounding of the fp32 frames, and its gradients reach the tokens in fp32."""
+    torch.manual_seed(0)
+    cfg = preset("tiny", 128)
+    dec = NeRVVAE(cfg).decoder
+    z = torch.randn(3, cfg.tokens, cfg.token_dim, requires_grad=True)
+    t = torch.linspace(0, 1, 4)
+    want = dec(z, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = dec(z, t)
+    assert got.dtype == torch.bfloat16
+    err = (got.float() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()
+    assert err < 0.02, f"relative RMS error {err:.4f}"
+    got.float().pow(2).mean().backward()
+    assert z.grad.dtype == torch.float32 and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
 def test_demodulated_kernels_have_unit_rms():

@@ -107,13 +107,15 @@ def test_video_folder_errors(tmp_path):
 VAE_FAST = dict(batch=2, frames_per_step=2, gan_start=1.0, ckpt_every=2, seed=0)
 
 
-def test_vae_overfits_one_batch(tmp_path, clips):
-    cfg = VAETrainConfig(steps=40, lr=3e-3, **VAE_FAST)
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_vae_overfits_one_batch(tmp_path, clips, precision):
+    cfg = VAETrainConfig(steps=40, lr=3e-3, precision=precision, **VAE_FAST)
     single = tmp_path / "one"
     write_synthetic(single, 2, seed=3, res=128, n_frames=16)
     train_vae(single, tmp_path / "v.pt", preset("tiny", 128), cfg, "cpu", log=tmp_path / "v.csv", show_progress=False)
     l2 = _csv_column(tmp_path / "v.csv", "l2")
     assert l2[-5:].mean() < 0.5 * l2[:5].mean(), l2
+    assert all(v.dtype == torch.float32 for v in ckpt_io.load(tmp_path / "v.pt").vae.values())  # bf16 is compute only
 
 
 def test_vae_resume_matches_uninterrupted_run(tmp_path, clips):
@@ -274,6 +276,22 @@ def test_training_configs_refuse_one_frame_per_step():
         with pytest.raises(ValueError, match="frames_per_step"):
             replace(config(), frames_per_step=0)
         assert config(frames_per_step=2).frames_per_step == 2
+
+
+def test_training_precision_is_autocast_on_the_cpu_only_when_asked():
+    from nerv_rt.train.autodecode import AutodecodeConfig
+    from nerv_rt.train.common import autocast
+    from nerv_rt.train.encoder import EncoderStageConfig
+
+    linear, x, cpu = torch.nn.Linear(4, 4), torch.randn(2, 4), torch.device("cpu")
+    with autocast(cpu, "bf16"):
+        assert linear(x).dtype == torch.bfloat16
+    for precision in ("auto", "fp32"):  # auto: bf16 only on CUDA
+        with autocast(cpu, precision):
+            assert linear(x).dtype == torch.float32
+    for config in (VAETrainConfig, AutodecodeConfig, EncoderStageConfig, DiTTrainConfig):
+        with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
+            config(precision="fp16")
 
 
 def test_encoder_stage_fits_the_encoder_alone(tmp_path, clips, tiny_ckpt):

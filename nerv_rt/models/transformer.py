@@ -6,8 +6,18 @@ keep exactly these ops in fp32.
 """
 from __future__ import annotations
 
+import contextlib
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off inside, when it is on (torch.export traces on the meta device, which autocast refuses)."""
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class LayerNorm32(nn.LayerNorm):
@@ -30,7 +40,8 @@ class Attention(nn.Module):
         B, T, C = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.float().unbind(0)  # attention (softmax) in fp32: a tiny share of the FLOPs at these lengths
-        x = F.scaled_dot_product_attention(q, k, v).to(qkv.dtype)  # (B, heads, T, C/heads)
+        with no_autocast(x.device.type):  # which autocast would cast back (and on the CPU run 8x slower in bf16)
+            x = F.scaled_dot_product_attention(q, k, v).to(qkv.dtype)  # (B, heads, T, C/heads)
         return self.proj(x.transpose(1, 2).reshape(B, T, C))
 
 

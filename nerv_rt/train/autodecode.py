@@ -30,6 +30,7 @@ from .common import (
     CsvLog,
     autocast,
     check_out_path,
+    check_precision,
     lr_at,
     pick_device,
     progress_bar,
@@ -57,9 +58,11 @@ class AutodecodeConfig:
     ckpt_every: int = 250
     seed: int = 0
     refine_steps: int = 80  # stored in the output's config: its default encoding (models/refine.py)
+    precision: str = "auto"  # auto | fp32 | bf16: the steps' compute precision (common.autocast)
 
     def __post_init__(self) -> None:
         check_frames_per_step(self.frames_per_step)
+        check_precision(self.precision)
 
 
 @torch.no_grad()
@@ -194,7 +197,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
                 std = bank.weight.detach().std(0).view(model_cfg.tokens, model_cfg.token_dim)
                 rendered = tokens + cfg.token_noise * std * torch.randn(tokens.shape, generator=g).to(dev)
             t = times[frame_idx.to(dev)]
-            with autocast(dev):
+            with autocast(dev, cfg.precision):
                 loss, l2 = reconstruction_loss(decoder(rendered, t), target, cfg.temporal_weight)
                 enc_l2 = token_l2 = torch.zeros((), device=dev)
                 if trains_encoder:  # the encoder regresses the bank and renders through the decoder

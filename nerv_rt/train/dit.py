@@ -35,6 +35,7 @@ from .common import (
     Dist,
     autocast,
     check_out_path,
+    check_precision,
     ema_update,
     lr_at,
     progress_bar,
@@ -62,6 +63,10 @@ class DiTTrainConfig:
     prediction: str = "v"  # what the DiT's last layer predicts: v | eps (models/dit.py)
     ckpt_every: int = 500
     seed: int = 0
+    precision: str = "auto"  # auto | fp32 | bf16: the steps' compute precision (common.autocast)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
 
 
 @torch.no_grad()
@@ -197,7 +202,7 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
             lr = lr_at(step, cfg.steps, cfg.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast(d.device):
+            with autocast(d.device, cfg.precision):
                 x_t, target = scheduled_sampling_inputs(unwrap(dit_ddp), x0, t, noise, y, abar, own)
                 eps = dit_ddp(x_t, t.float(), y)
                 per_sample = (eps.float() - target).pow(2).flatten(1).mean(1)

@@ -22,6 +22,7 @@ from .common import (
     CsvLog,
     autocast,
     check_out_path,
+    check_precision,
     lr_at,
     pick_device,
     progress_bar,
@@ -44,9 +45,11 @@ class EncoderStageConfig:
     # stored in the output's config as its default encoding (models/refine.py); None keeps the checkpoint's. A
     # better first guess alone is not a better start for refinement (README, "The encoder fitted last")
     refine_steps: int | None = None
+    precision: str = "auto"  # auto | fp32 | bf16: the steps' compute precision (common.autocast)
 
     def __post_init__(self) -> None:
         check_frames_per_step(self.frames_per_step)
+        check_precision(self.precision)
 
 
 def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig, device: str = "auto",
@@ -100,7 +103,7 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
             lr = lr_at(step, cfg.steps, cfg.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast(dev):
+            with autocast(dev, cfg.precision):
                 mean = encoder(videos)[0]
                 loss, l2 = reconstruction_loss(decoder(mean, times[frame_idx.to(dev)]), videos[:, frame_idx],
                                                cfg.temporal_weight)

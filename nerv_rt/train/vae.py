@@ -16,6 +16,7 @@ from .common import (
     Dist,
     autocast,
     check_out_path,
+    check_precision,
     lr_at,
     progress_bar,
     resume_state,
@@ -48,9 +49,11 @@ class VAETrainConfig:
     ckpt_every: int = 250
     seed: int = 0
     lpips: str | None = None  # local TorchScript LPIPS file; None = weight-free substitute
+    precision: str = "auto"  # auto | fp32 | bf16: the steps' compute precision (common.autocast)
 
     def __post_init__(self) -> None:
         check_frames_per_step(self.frames_per_step)
+        check_precision(self.precision)
 
 
 @torch.no_grad()
@@ -131,7 +134,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
                 group["lr"] = lr
             use_gan = step >= gan_start and cfg.gan_weight > 0
 
-            with autocast(d.device):
+            with autocast(d.device, cfg.precision):
                 recon, mean, logvar = vae_ddp(videos, times[frame_idx.to(d.device)], noise)
                 fake, real = recon.flatten(0, 1), target.flatten(0, 1)
                 loss, l2 = reconstruction_loss(recon, target, cfg.temporal_weight)
@@ -151,7 +154,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
 
             d_loss = torch.zeros(())
             if use_gan:
-                with autocast(d.device):
+                with autocast(d.device, cfg.precision):
                     d_loss = hinge_d_loss(disc_ddp(real), disc_ddp(fake.detach()))
                 disc_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
