@@ -325,7 +325,7 @@ def data_synth(
 
 
 def _train_precision(value: str) -> str:
-    from .train.common import check_precision
+    from .train.precision import check_precision
 
     try:
         check_precision(value)
@@ -335,8 +335,9 @@ def _train_precision(value: str) -> str:
 
 
 TRAIN_PRECISION = typer.Option("auto", callback=_train_precision, help="Compute precision of the steps: auto (bf16 "
-                               "autocast on CUDA, fp32 on the CPU), fp32, or bf16 (autocast; on a CPU with native "
-                               "bf16, AVX512-BF16 or AMX, 1.4-2.0x faster steps). Weights and optimizer stay fp32.")
+                               "autocast on CUDA, fp32 on the CPU), fp32, or bf16 (autocast on either; on the "
+                               "AVX512-BF16 CPU it was measured on, 1.4-2.0x faster steps). Weights and optimizer "
+                               "state stay fp32.")
 
 
 def _train_common(out: Path, device: str):
@@ -373,10 +374,10 @@ def train_vae_cmd(
     precision: str = TRAIN_PRECISION,
 ) -> None:
     """Train NeRV-VAE: L2 + perceptual + hinge GAN (after a warm-up) + KL. Writes OUT and OUT.csv."""
+    _train_common(out, device)  # first: names the train extra when torch or its data libraries are missing
     from .models.presets import preset as make_preset
     from .train.vae import VAETrainConfig, train_vae
 
-    _train_common(out, device)
     try:
         cfg = make_preset(preset, res)
     except ValueError as e:
@@ -417,9 +418,9 @@ def train_dit_cmd(
 ) -> None:
     """Train the implicit DiT on tokens of the frozen VAE (Min-SNR-5, v-prediction, scheduled sampling, EMA, CFG
     dropout)."""
+    _train_common(out, device)
     from .train.dit import DiTTrainConfig, train_dit
 
-    _train_common(out, device)
     tcfg = DiTTrainConfig(steps=steps, batch=batch, lr=lr, ema=ema, clips_per_video=clips_per_video, tokens=tokens,
                           prediction=prediction, scheduled_sampling=scheduled_sampling, ckpt_every=ckpt_every,
                           seed=seed, precision=precision)
@@ -458,9 +459,9 @@ def train_autodecode_cmd(
     """Fine-tune the VAE with free per-video tokens (autodecoder): the decoder and a token bank on L2 + the
     temporal term, the encoder regressing the bank. Then train the DiT on the bank (`train dit`). The output
     encodes new clips with --refine-steps token refinement steps by default."""
+    _train_common(out, device)
     from .train.autodecode import AutodecodeConfig, train_autodecode
 
-    _train_common(out, device)
     tcfg = AutodecodeConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, token_lr=token_lr,
                             temporal_weight=temporal_weight, encoder_weight=encoder_weight, encoder_lr=encoder_lr,
                             token_noise=token_noise, ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps,
@@ -493,9 +494,9 @@ def train_encoder_cmd(
 ) -> None:
     """Fit the encoder alone against the checkpoint's frozen decoder: the decoder's renders of the encoder's tokens
     on L2 + the temporal term. Raises what the encoder gives alone (and token refinement's first guess)."""
+    _train_common(out, device)
     from .train.encoder import EncoderStageConfig, train_encoder
 
-    _train_common(out, device)
     tcfg = EncoderStageConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr,
                               temporal_weight=temporal_weight, ckpt_every=ckpt_every, seed=seed,
                               refine_steps=refine_steps, precision=precision)

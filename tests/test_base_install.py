@@ -57,7 +57,9 @@ def test_python_api_picks_onnxruntime_without_torch():
 
 @pytest.mark.parametrize("args,extra", [(["export", "default"], "export"), (["info", "--preset", "L"], "torch"),
                                         (["generate", "--backend", "torch"], "torch"), (["eval", "gen"], "train"),
-                                        (["train", "classifier"], "train"), (["data", "synth", "--out", "x"], "train"),
+                                        (["train", "classifier"], "train"),
+                                        (["train", "vae", "x", "--out", "x.pt", "--precision", "bf16"], "train"),
+                                        (["train", "dit", "x", "--vae", "v.pt", "--out", "x.pt"], "train"), (["data", "synth", "--out", "x"], "train"),
                                         (["bench", "--quick"], "bench")])
 def test_base_install_names_the_extra_for_the_rest(tmp_path, args, extra):
     res = run(*args, cwd=tmp_path, without=BASE_ONLY)

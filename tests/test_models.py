@@ -71,22 +71,43 @@ def test_transposed_conv_as_pixel_shuffle_is_the_same_map():
     torch.testing.assert_close(transposed_as_pixel_shuffle(up, x[:, :8], 1), up(x[:, :8]), atol=1e-5, rtol=1e-5)
 
 
-def test_decoder_under_cpu_bf16_autocast_tracks_fp32():
-    """`train ... --precision bf16` on the CPU: the grouped (B > 1) path, pixel-shuffle upsampling included, stays
-    within bf16 rounding of the fp32 frames, and its gradients reach the tokens in fp32."""
+def test_decoder_under_cpu_bf16_autocast_tracks_fp32(monkeypatch):
+    """`train ... --precision bf16` on the CPU: the grouped (B > 1) path runs its upsampling as pixel shuffles and
+    stays within bf16 rounding of the fp32 frames, with gradients that reach the tokens."""
+    import nerv_rt.models.nerv as nerv
+
+    calls = []
+    monkeypatch.setattr(nerv, "transposed_as_pixel_shuffle",
+                        lambda *a: calls.append(1) or transposed_as_pixel_shuffle(*a))
     torch.manual_seed(0)
     cfg = preset("tiny", 128)
     dec = NeRVVAE(cfg).decoder
     z = torch.randn(3, cfg.tokens, cfg.token_dim, requires_grad=True)
     t = torch.linspace(0, 1, 4)
     want = dec(z, t)
+    assert not calls  # fp32: the transposed convs themselves
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = dec(z, t)
-    assert got.dtype == torch.bfloat16
+    assert got.dtype == torch.bfloat16 and len(calls) == len(dec.ups)
     err = (got.float() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()
     assert err < 0.02, f"relative RMS error {err:.4f}"
     got.float().pow(2).mean().backward()
-    assert z.grad.dtype == torch.float32 and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_attention_stays_fp32_under_cpu_autocast():
+    """CPU autocast would run scaled_dot_product_attention in bf16 (8x slower backward there): it must see fp32."""
+    from nerv_rt.models.transformer import Attention
+
+    torch.manual_seed(0)
+    attn, x = Attention(32, 4), torch.randn(2, 10, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attn(x)
+        qkv = attn.qkv(x).reshape(2, 10, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        with torch.autocast("cpu", enabled=False):
+            inner = torch.nn.functional.scaled_dot_product_attention(*qkv.float().unbind(0)).to(qkv.dtype)
+        want = attn.proj(inner.transpose(1, 2).reshape(2, 10, 32))
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
 def test_demodulated_kernels_have_unit_rms():

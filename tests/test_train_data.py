@@ -115,7 +115,6 @@ def test_vae_overfits_one_batch(tmp_path, clips, precision):
     train_vae(single, tmp_path / "v.pt", preset("tiny", 128), cfg, "cpu", log=tmp_path / "v.csv", show_progress=False)
     l2 = _csv_column(tmp_path / "v.csv", "l2")
     assert l2[-5:].mean() < 0.5 * l2[:5].mean(), l2
-    assert all(v.dtype == torch.float32 for v in ckpt_io.load(tmp_path / "v.pt").vae.values())  # bf16 is compute only
 
 
 def test_vae_resume_matches_uninterrupted_run(tmp_path, clips):

@@ -107,18 +107,10 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
 def autocast(device: torch.device, precision: str = "auto"):
-    """A training step's compute precision. bf16: bf16 autocast (weights, optimizer and the losses' reductions stay
-    fp32); fp32: full precision; auto: bf16 on CUDA, fp32 on the CPU. On a CPU with native bf16 (AVX512-BF16 / AMX)
-    bf16 runs the tiny model's steps 1.4-2.0x faster (README, "bf16 on the CPU")."""
+    """A training step's compute precision (precision.PRECISIONS). bf16: bf16 autocast (weights and optimizer state
+    stay fp32); fp32: full precision; auto: bf16 on CUDA, fp32 on the CPU. On the AVX512-BF16 development CPU bf16 ran
+    the tiny model's steps 1.4-2.0x faster (README, "bf16 on the CPU")."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -35,7 +35,6 @@ from .common import (
     Dist,
     autocast,
     check_out_path,
-    check_precision,
     ema_update,
     lr_at,
     progress_bar,
@@ -46,6 +45,7 @@ from .common import (
     unwrap,
     wrap_ddp,
 )
+from .precision import check_precision
 
 
 @dataclass

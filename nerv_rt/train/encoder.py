@@ -22,7 +22,6 @@ from .common import (
     CsvLog,
     autocast,
     check_out_path,
-    check_precision,
     lr_at,
     pick_device,
     progress_bar,
@@ -31,6 +30,7 @@ from .common import (
     step_generator,
 )
 from .losses import check_frames_per_step, psnr_from_mse, reconstruction_loss
+from .precision import check_precision
 
 
 @dataclass

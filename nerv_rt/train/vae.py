@@ -16,7 +16,6 @@ from .common import (
     Dist,
     autocast,
     check_out_path,
-    check_precision,
     lr_at,
     progress_bar,
     resume_state,
@@ -33,6 +32,7 @@ from .losses import (
     perceptual_loss,
     reconstruction_loss,
 )
+from .precision import check_precision
 
 
 @dataclass
