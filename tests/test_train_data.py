@@ -131,6 +131,14 @@ def test_vae_resume_matches_uninterrupted_run(tmp_path, clips):
     torch.testing.assert_close(exp_avg(resumed), exp_avg(full), rtol=1e-5, atol=1e-7)
 
 
+def test_resume_at_another_precision_warns(tmp_path, clips):
+    """A resumed run takes the --precision given; when the saved run's differs, it says so."""
+    train_vae(clips, tmp_path / "v.pt", preset("tiny", 128), VAETrainConfig(steps=2, **VAE_FAST), "cpu", show_progress=False)
+    with pytest.warns(UserWarning, match="trained with --precision auto; it goes on with bf16"):
+        train_vae(clips, tmp_path / "v.pt", preset("tiny", 128), VAETrainConfig(steps=3, precision="bf16", **VAE_FAST),
+                  "cpu", resume=True, show_progress=False)
+
+
 def test_refuses_to_overwrite_without_resume(tmp_path, clips):
     (tmp_path / "x.pt").write_bytes(b"")
     with pytest.raises(NervError, match="pass --resume"):

@@ -95,7 +95,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
     if resume:
         state = ckpt_io.load(out)
         vae.load_state_dict(state.vae)
-        ts = resume_state(state.train_state, out, ("step", "disc", "optim", "disc_optim"))
+        ts = resume_state(state.train_state, out, ("step", "disc", "optim", "disc_optim"), cfg.precision)
         disc.load_state_dict(ts["disc"])
         opt.load_state_dict(ts["optim"])
         disc_opt.load_state_dict(ts["disc_optim"])
