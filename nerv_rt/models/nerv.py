@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .embeddings import nerv_positional_encoding
 from .presets import DecoderConfig, ModelConfig
+from .transformer import under_cpu_autocast
 
 KERNEL = 3
 
@@ -173,7 +174,7 @@ def apply_shared(layer: nn.Module, x: Tensor, groups: int) -> Tensor:
             x = apply_shared(sub, x, groups)
         return x
     if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and is_2x2_upsample(layer):
+        if under_cpu_autocast(x) and is_2x2_upsample(layer):
             return transposed_as_pixel_shuffle(layer, x, groups)
         conv = F.conv_transpose2d if isinstance(layer, nn.ConvTranspose2d) else F.conv2d
         return conv(x, layer.weight.repeat(groups, 1, 1, 1), layer.bias.repeat(groups), layer.stride,

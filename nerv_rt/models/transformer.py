@@ -13,12 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def cpu_autocast_off(device_type: str) -> contextlib.AbstractContextManager:
-    """CPU autocast off inside, when it is on. CPU autocast casts attention's fp32 inputs back to bf16, whose CPU
+def under_cpu_autocast(x: Tensor) -> bool:
+    """Whether x is computed under CPU autocast (`train ... --precision bf16` on the CPU)."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+
+
+def cpu_autocast_off(x: Tensor) -> contextlib.AbstractContextManager:
+    """CPU autocast off inside, when x is under it. CPU autocast casts attention's fp32 inputs back to bf16, whose CPU
     backward is 8x slower than fp32's (the DiT's bf16 step gained nothing); CUDA's bf16 flash attention is kept."""
-    if device_type == "cpu" and torch.is_autocast_enabled("cpu"):
-        return torch.autocast("cpu", enabled=False)
-    return contextlib.nullcontext()
+    return torch.autocast("cpu", enabled=False) if under_cpu_autocast(x) else contextlib.nullcontext()
 
 
 class LayerNorm32(nn.LayerNorm):
@@ -41,7 +44,7 @@ class Attention(nn.Module):
         B, T, C = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.float().unbind(0)  # attention (softmax) in fp32: a tiny share of the FLOPs at these lengths
-        with cpu_autocast_off(x.device.type):
+        with cpu_autocast_off(x):
             x = F.scaled_dot_product_attention(q, k, v).to(qkv.dtype)  # (B, heads, T, C/heads)
         return self.proj(x.transpose(1, 2).reshape(B, T, C))
 

@@ -113,7 +113,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def autocast(device: torch.device, precision: str = "auto"):
+def autocast(device: torch.device, precision: str):
     """A training step's compute precision (precision.PRECISIONS). bf16: bf16 autocast (weights and optimizer state
     stay fp32); fp32: full precision; auto: bf16 on CUDA, fp32 on the CPU. On the AVX512-BF16 development CPU bf16 ran
     the tiny model's steps 1.4-2.0x faster (README, "bf16 on the CPU")."""
