@@ -212,7 +212,8 @@ class NeRVDecoder(nn.Module):
         x = nerv_positional_encoding(frame_t.float(), dec.grid, dec.pe_freqs).to(self.to_rgb[0].weight.dtype)  # (F, 6L, g, g)
         if B > 1:
             x = x.repeat(1, B, 1, 1)  # (F, B*6L, g, g)
-            if x.device.type == "cpu":  # oneDNN runs these grouped convs 1.5-2x faster channels-last (not B = 1's)
+            if x.device.type == "cpu" and torch.backends.mkldnn.is_available():
+                # oneDNN runs these grouped convs 1.5-2x faster channels-last (not B = 1's); only measured with it
                 x = x.contiguous(memory_format=torch.channels_last)
         x = F.gelu(self.convs[0](x, z))
         sides = [x]
