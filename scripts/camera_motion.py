@@ -1,7 +1,7 @@
 """How much of the frame-to-frame change of pans and zooms is camera motion (nerv_rt.evaluate.metrics.camera_motion:
 a global shift / scale / rotation fitted by Lucas-Kanade), per class, for real clips and what a model makes of them:
 generated clips, the autodecoder bank's renders of its training clips (--bank, --data), and held-out clips encoded
-and refined against the frozen decoder for each of --refine-steps. The numbers behind the README's "Why pans read
+and refined against the frozen decoder for each of --refine-steps. The numbers behind docs/default-model.md's "Why pans read
 as zooms".
 
     python scripts/camera_motion.py --res 128 --bank runs/ad128b.pt --data runs/synth128 --refine-steps 0,80,320,1280 \

@@ -1,7 +1,7 @@
 """Where a model keeps or loses motion, stage by stage, on held-out synthetic clips (seed 1): the encoder's tokens,
 the default encoding (encoder + refinement), the autodecoder bank of the training clips (a training checkpoint
 holds it), and generation (DiT) at several guidance scales. Motion = mean |last - first frame| (/255) over the
-motion of the real clips; PSNR over whole clips. The numbers behind the README's "Training for motion".
+motion of the real clips; PSNR over whole clips. The numbers behind docs/default-model.md's "Training for motion".
 
     python scripts/motion_stages.py --model default --bank runs/ad128b.pt --data runs/synth128 --json motion.json
 """

@@ -1,7 +1,7 @@
 """Does reconstruction cap class accuracy? The shipped classifier on held-out synthetic clips (seed 1, the clips
 `eval gen` compares against) and on their reconstructions by a model (encoder + `--refine-steps` of refinement,
 then the decoder): what generation could reach if the DiT sampled the tokens of real clips.
-The numbers behind the README's "the decoder is not the cap".
+The numbers behind docs/default-model.md's "Which tokens cap the class".
 
     python scripts/recon_class.py --model default --res 128 --per-class 4 --refine-steps 80,160 --json rc.json
 """

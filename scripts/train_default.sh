@@ -51,7 +51,7 @@ data "$RUNS/synth128x" nerv-rt data synth --n 2048 --seed 0 --res 128
 # motion) with v-prediction, at lr 1e-3 (3x the first recipe's 3e-4 bought more class accuracy in 10000 steps than
 # 3e-4 did in 20000), without scheduled sampling (no measurable effect; off, a step costs one forward less), for
 # 20000 steps: over 10000 they bought 6 points of class accuracy at 256^2, and 3 at 128^2 on the token-noise bank.
-# README, "The DiT's learning rate was the next lever", "What the new recipe bought" and "The 128^2 DiT for 20000 steps".
+# docs/default-model.md, "The DiT's learning rate was the next lever", "What the new recipe bought" and "The 128^2 DiT for 20000 steps".
 dit() {
   train "$RUNS/full$1.pt" nerv-rt train dit "$RUNS/synth$1" --vae "$RUNS/$2.pt" --tokens bank --prediction v \
     --batch 64 --lr 1e-3 --scheduled-sampling 0 --ema 0.999 --steps "$3"
@@ -60,7 +60,7 @@ dit() {
 # 2. 128^2: a short VAE run (more steps did not raise held-out PSNR), then the autodecoder stage: the
 #    decoder and a bank of per-video tokens fitted to their clips, the encoder regressing the bank (5000 steps; the
 #    256^2 VAE starts here), then the same run continued to 10000 steps with the encoder frozen (a step costs half):
-#    its bank renders more of its clips' camera motion (README, "A longer autodecoder stage"); then its DiT
+#    its bank renders more of its clips' camera motion (docs/default-model.md, "A longer autodecoder stage"); then its DiT
 train "$RUNS/vae128.pt" nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 1500 --batch 8 \
   --lr 2e-3 --gan-start 0.8 --gan-weight 0.02 --ckpt-every 250
 train "$RUNS/ad128.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" --steps 5000
@@ -68,23 +68,23 @@ extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth1
   --steps 10000 --encoder-weight 0
 #    then 3000 steps more from it with Gaussian noise of 0.3 times the bank's per-value std on the tokens the decoder
 #    renders from, so that points between two entries of a class (where the DiT's samples land) still render that
-#    class (README, "Noise on the bank's tokens")
+#    class (docs/default-model.md, "Noise on the bank's tokens")
 train "$RUNS/ad128n.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/ad128b.pt" --steps 3000 \
   --encoder-weight 0 --token-noise 0.3
 #    and continued to 6000 steps (a warm restart of its cosine schedule): the bank reads as its class more often, and
-#    so do its DiT's clips (README, "A longer noise stage"); the DiT learns this bank
+#    so do its DiT's clips (docs/default-model.md, "A longer noise stage"); the DiT learns this bank
 extend "$RUNS/ad128n.pt" "$RUNS/ad128n2.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/ad128b.pt" \
   --steps 6000 --encoder-weight 0 --token-noise 0.3
 dit 128 ad128n2 20000
 #    last, the encoder alone against the finished decoder (decoder, bank and DiT frozen), rendering its own tokens on
 #    the 2048 clips (on the bank's 512 it overfits), the temporal term weighted 3; refinement from its tokens needs
-#    100 steps to match what 80 gave from the encoder before (README, "The encoder fitted last, on more clips")
+#    100 steps to match what 80 gave from the encoder before (docs/default-model.md, "The encoder fitted last, on more clips")
 train "$RUNS/model128.pt" nerv-rt train encoder "$RUNS/synth128x" --init "$RUNS/full128.pt" --steps 4000 --lr 1e-3 \
   --temporal-weight 3 --refine-steps 100
 
 # 3. 256^2: the VAE starts from the 128^2 weights (every tensor of matching shape); its autodecoder stage
 #    keeps the encoder frozen (at 4x the patches the encoder's share of a step would double its cost), and is
-#    continued as at 128^2, from 1500 to 3000 steps (README, "The 256^2 stage continued")
+#    continued as at 128^2, from 1500 to 3000 steps (docs/default-model.md, "The 256^2 stage continued")
 train "$RUNS/vae256.pt" nerv-rt train vae "$RUNS/synth256" --preset tiny --res 256 --steps 300 --batch 4 --lr 1e-3 \
   --gan-start 0.8 --gan-weight 0.02 --ckpt-every 100 --init "$RUNS/ad128.pt"
 train "$RUNS/ad256.pt" nerv-rt train autodecode "$RUNS/synth256" --init "$RUNS/vae256.pt" --steps 1500 \

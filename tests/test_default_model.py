@@ -96,7 +96,7 @@ def test_generate_with_no_arguments_but_out(tmp_path):
 
 
 def test_recon_class_script(tmp_path):
-    """scripts/recon_class.py (the README's reconstruction class-accuracy table) runs and reports what it says."""
+    """scripts/recon_class.py (docs/default-model.md's reconstruction class-accuracy table) runs and reports what it says."""
     import json
     import subprocess
     import sys
@@ -114,7 +114,7 @@ def test_recon_class_script(tmp_path):
 
 
 def test_camera_motion_script(tmp_path):
-    """scripts/camera_motion.py (the README's camera-motion tables) runs on the clips `eval gen` makes and reads: its
+    """scripts/camera_motion.py (docs/default-model.md's camera-motion tables) runs on the clips `eval gen` makes and reads: its
     read-right counts are eval gen's, and real pans and zooms are camera moves."""
     import json
     import subprocess

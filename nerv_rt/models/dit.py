@@ -7,7 +7,7 @@ The DiT always returns eps. With `prediction='v'` (the default for new models) i
 v = sqrt(abar) eps - sqrt(1 - abar) x0 and forward() turns that into eps = sqrt(1 - abar) x_t + sqrt(abar) v.
 Why: an eps network's x0 estimate is (x_t - sqrt(1 - abar) eps) / sqrt(abar), so at t = 999 its error is
 amplified 1 / sqrt(abar) = 160x; a v network's x0 estimate is sqrt(abar) x_t - sqrt(1 - abar) v, no larger than
-its own error: a short eps run diverged in sampling where a v run did not (README, "Then the DiT was the limit").
+its own error: a short eps run diverged in sampling where a v run did not (docs/default-model.md, "Then the DiT was the limit").
 """
 from __future__ import annotations
 

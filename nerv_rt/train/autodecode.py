@@ -10,7 +10,7 @@ encoder learning, the run is an encoder-only stage against a finished decoder an
 checkpoint, whose bank carries over). The bank is what `train dit` then learns to generate (it carries the motion the
 encoder's tokens lose), and held-out clips reach such tokens by token refinement
 (models/refine.py), the output's default encoding. What it buys on the default model: README,
-"Quality" and "Motion".
+"Results of the shipped model", and docs/default-model.md, "Training for motion".
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class AutodecodeConfig:
     encoder_lr: float = 2e-4  # warm-up, then cosine to 10%, as the decoder
     # Gaussian noise on the tokens the decoder renders from, times the bank's per-value std: the decoder learns to
     # render a clip from points around its entry, so points between two entries of a class keep the class
-    # (README, "Noise on the bank's tokens"); 0 renders the entries themselves
+    # (docs/default-model.md, "Noise on the bank's tokens"); 0 renders the entries themselves
     token_noise: float = 0.0
     ckpt_every: int = 250
     seed: int = 0

@@ -6,7 +6,7 @@ the first 30% of steps), EMA, 10% class dropout for classifier-free guidance.
 The tokens it learns to generate are the autodecoder bank of the VAE checkpoint when it holds one
 (`train autodecode`), else the encoder's posteriors. The bank's tokens are fitted to their clips and
 render their motion; the encoder's lose most of it, and a DiT trained on them generated near-stills
-(README, "Training for motion").
+(docs/default-model.md, "Training for motion").
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The loss is the decoder's render of the encoder's posterior means against the clip (L2 plus the temporal term),
 so any folder of clips serves, not only the videos of an autodecoder bank: the stage can see more clips than the
-bank holds (on 512 clips the encoder overfits: README, "The encoder alone, again"). Everything else in the
+bank holds (on 512 clips the encoder overfits: docs/default-model.md, "The encoder alone, again"). Everything else in the
 checkpoint (decoder, DiT, EMA, token statistics) carries over unchanged, so it can run last, after `train dit`.
 The encoder's log-variance head gets no gradient: the encoder's tokens are its means (encode, token refinement's
 first guess).
@@ -43,7 +43,7 @@ class EncoderStageConfig:
     ckpt_every: int = 250
     seed: int = 0
     # stored in the output's config as its default encoding (models/refine.py); None keeps the checkpoint's. A
-    # better first guess alone is not a better start for refinement (README, "The encoder fitted last")
+    # better first guess alone is not a better start for refinement (docs/default-model.md, "The encoder fitted last")
     refine_steps: int | None = None
     precision: str = "auto"  # auto | fp32 | bf16: the steps' compute precision (common.autocast)
 

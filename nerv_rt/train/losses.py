@@ -48,7 +48,7 @@ def temporal_l2(recon: Tensor, target: Tensor) -> Tensor:
     """MSE between the frame-to-frame changes of recon and target, (B, K, 3, H, W) along K.
 
     A plain per-pixel L2 barely rewards motion: on the synthetic set a still frame at the clip's mid
-    position scores 31 dB on a 10-px pan (README, "Training for motion"). This term weighs exactly what such a
+    position scores 31 dB on a 10-px pan (docs/default-model.md, "Training for motion"). This term weighs exactly what such a
     frame gets wrong."""
     return F.mse_loss(recon.float().diff(dim=1), target.float().diff(dim=1))
 
