@@ -37,7 +37,7 @@ def ssim(real: np.ndarray, fake: np.ndarray, window: int = 11, sigma: float = 1.
 
 def motion(clip: np.ndarray) -> float:
     """Temporal change of a clip: mean |last frame - first frame| in uint8 levels (/255). A still scores 0;
-    on the synthetic set real clips score about 16 (docs/default-model.md, "Training for motion")."""
+    on the synthetic set held-out real clips score about 17.6 (bench/results/cpu-default-eval/gen128.json)."""
     return float(np.abs(clip[-1].astype(np.float32) - clip[0].astype(np.float32)).mean())
 
 
