@@ -1,7 +1,8 @@
 """`nerv-rt` command line: thin typer commands over the Python API.
 
 Every user-fixable problem is a NervError; the group below prints it as one line on stderr and
-exits with code 2 (no traceback). Bad option values (click's usage errors) get the same one line.
+exits with code 2 (no traceback). Bad option values (click's usage errors) get the same one line, and
+nerv-rt's own warnings one `warning: ...` line.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import typer
@@ -29,13 +31,27 @@ def _one_line(message: str, code: int) -> None:
     sys.exit(code)
 
 
+_PACKAGE = Path(__file__).resolve().parent
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """nerv-rt's own warnings as one line on stderr, `warning: ...`, as its errors are; others in Python's format."""
+    if Path(filename).resolve().is_relative_to(_PACKAGE):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 class _Group(typer.core.TyperGroup):
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False  # errors come back here instead of click's multi-line usage report
         # SIGTERM (timeout, kill) stops like Ctrl-C, so nothing half-written stays behind
         previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
         try:
-            code = super().main(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                code = super().main(*args, **kwargs)
         except _UsageError as e:
             _one_line(f"{e.format_message()} (see --help)", e.exit_code)
         except typer.Abort:

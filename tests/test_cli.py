@@ -172,6 +172,19 @@ def test_train_refuses_an_unknown_precision(tmp_path, stage):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_warnings_are_one_line(tmp_path):
+    """A warning of nerv-rt's (here: --resume at another --precision) reads as its errors do, without Python's
+    file:line and source line."""
+    clips = tmp_path / "clips"
+    assert run("data", "synth", "--out", clips, "--n", "1", "--res", "128", "-j", "1").returncode == 0
+    fast = ("--batch", "1", "--frames-per-step", "2", "--gan-weight", "0", "--device", "cpu")
+    assert run("train", "vae", clips, "--out", tmp_path / "v.pt", "--steps", "1", *fast).returncode == 0
+    res = run("train", "vae", clips, "--out", tmp_path / "v.pt", "--steps", "2", "--resume", "--precision", "bf16", *fast)
+    assert res.returncode == 0, res.stderr
+    assert "warning: --resume: " in res.stderr and "it goes on with bf16" in res.stderr, res.stderr
+    assert "UserWarning" not in res.stderr and "warnings.warn" not in res.stderr, res.stderr
+
+
 def test_build_without_tensorrt_is_a_clear_error(tiny_export):
     from nerv_rt.export.trt_build import tensorrt_available
 
