@@ -6,7 +6,8 @@
 #   scripts/train_default.sh                  # CPU (5.0 h timed, about 4.1 h estimated since channels-last convs, on an idle 2-core CPU; README "Reproduce")
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU
 #   scripts/train_default.sh --precision bf16 # every training stage under bf16 autocast (the shipped model was trained
-#                                             # fp32 on the CPU; bf16 there: 2.3 h timed; README "bf16 on the CPU")
+#                                             # fp32 on the CPU; bf16 there: 2.3 h timed, but its model generates worse:
+#                                             # README "bf16 on the CPU")
 #
 # Run from the repository root with the train and export extras installed; writes into $RUNS (runs/).
 # Rerunning continues an interrupted run: a data set is written whole or not at all and is skipped when present;
