@@ -108,19 +108,23 @@ def _progress():
 
 @app.command()
 def info(
-    path: str | None = typer.Argument(None, help="'default', a checkpoint (.pt or folder) or an export folder to describe."),
-    preset: str = typer.Option("L", "--preset", "-p", help=f"Preset to describe when no PATH: {', '.join(PRESETS)}."),
+    path: str | None = typer.Argument(None, help="'default' (the default unless --preset), a checkpoint (.pt or "
+                                      "folder) or an export folder to describe."),
+    preset: str | None = typer.Option(None, "--preset", "-p", help=f"A preset to describe instead of a model: "
+                                      f"{', '.join(PRESETS)}."),
     res: int | None = typer.Option(None, "--res", "-r", help="Resolution (preset: 128 or 256, default 128; PATH: one "
                                    "it holds, default all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (an object per model; a list for several)."),
 ) -> None:
     """Tokens, parameters per module and MACs (decoder per 16-frame video, DiT per forward). Export folders
     (and the default model) carry these in their manifest: no torch needed."""
-    rows = _source_stats(path, res) if path is not None else [_preset_stats(preset, res or 128)]
+    if path is not None and preset is not None:
+        _fail(f"give a model or --preset, not both ({path} and --preset {preset})")
+    rows = [_preset_stats(preset, res or 128)] if preset is not None else _source_stats(path or "default", res)
     if as_json:
         typer.echo(json.dumps(rows[0] if len(rows) == 1 else rows))
         return
-    table = Table(title=path or f"preset {preset}")
+    table = Table(title=f"preset {preset}" if preset is not None else path or "default")
     table.add_column("what")
     for d in rows:
         table.add_column(f"{d['preset']} @ {d['res']}^2", justify="right")

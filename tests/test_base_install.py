@@ -40,6 +40,12 @@ def test_base_install_runs_the_deploy_path(tmp_path, clips, tiny_export, model):
     assert r["clips"] == 2 and r["refine_steps"] == 0 and r["backend"].startswith("onnxruntime") and r["psnr"] > 0
 
 
+def test_info_without_arguments_describes_the_default_model():
+    res = run("info", "--json", without=BASE_ONLY)
+    assert res.returncode == 0, res.stderr
+    assert [(d["preset"], d["res"]) for d in json.loads(res.stdout)] == [("tiny", 128), ("tiny", 256)]
+
+
 def test_python_api_picks_onnxruntime_without_torch():
     import subprocess
     import sys

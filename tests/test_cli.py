@@ -58,6 +58,10 @@ def test_info_describes_a_checkpoint(tiny_ckpt):
     assert json.loads(res.stdout)["tokens"] == 32
 
 
+def test_info_takes_a_model_or_a_preset_not_both(tiny_ckpt):
+    assert_clean_error(run("info", tiny_ckpt, "--preset", "L"), "not both")
+
+
 def test_generate_mp4_end_to_end(tmp_path, tiny_ckpt):
     out = tmp_path / "clip.mp4"
     res = run("generate", "--model", tiny_ckpt, "--frames", 20, "--steps", 3, "--out", out, "--backend", "torch")
