@@ -62,6 +62,12 @@ def test_info_takes_a_model_or_a_preset_not_both(tiny_ckpt):
     assert_clean_error(run("info", tiny_ckpt, "--preset", "L"), "not both")
 
 
+def test_generate_at_a_precision_the_export_lacks_says_how_to_export_it(tmp_path, tiny_export):
+    res = run("generate", "--model", tiny_export, "--precision", "fp16", "--out", tmp_path / "c.mp4")
+    assert_clean_error(res, "no fp16 dit graph; export one with `nerv-rt export <checkpoint or default> --precision fp16`")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_generate_mp4_end_to_end(tmp_path, tiny_ckpt):
     out = tmp_path / "clip.mp4"
     res = run("generate", "--model", tiny_ckpt, "--frames", 20, "--steps", 3, "--out", out, "--backend", "torch")

@@ -46,8 +46,8 @@ def graph_entry(folder: Path, manifest: dict[str, Any], graph: str, precision: s
         return entry
     typed = entry.get("precisions", {}).get(precision)
     if typed is None:
-        raise CheckpointError(f"{folder}: the export has no {precision} {graph} graph; export with "
-                              f"`nerv-rt export <checkpoint> --precision {precision}`")
+        raise CheckpointError(f"{folder}: the export has no {precision} {graph} graph; export one with "
+                              f"`nerv-rt export <checkpoint or default> --precision {precision}` and load its folder")
     return typed
 
 
