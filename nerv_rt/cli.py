@@ -112,12 +112,12 @@ def info(
                                       "folder) or an export folder to describe."),
     preset: str | None = typer.Option(None, "--preset", "-p", help=f"A preset to describe instead of a model: "
                                       f"{', '.join(PRESETS)}."),
-    res: int | None = typer.Option(None, "--res", "-r", help="Resolution (preset: 128 or 256, default 128; PATH: one "
-                                   "it holds, default all)."),
+    res: int | None = typer.Option(None, "--res", "-r", help="Resolution (preset: 128 or 256, default 128; a model: "
+                                   "one it holds, default all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (an object per model; a list for several)."),
 ) -> None:
-    """Tokens, parameters per module and MACs (decoder per 16-frame video, DiT per forward). Export folders
-    (and the default model) carry these in their manifest: no torch needed."""
+    """Tokens, parameters per module and MACs (decoder per 16-frame video, DiT per forward) of the default model,
+    of PATH or of a preset. Export folders (and the default model) carry these in their manifest: no torch needed."""
     if path is not None and preset is not None:
         _fail(f"give a model or --preset, not both ({path} and --preset {preset})")
     rows = [_preset_stats(preset, res or 128)] if preset is not None else _source_stats(path or "default", res)
