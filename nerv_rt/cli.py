@@ -118,13 +118,17 @@ def info(
 ) -> None:
     """Tokens, parameters per module and MACs (decoder per 16-frame video, DiT per forward) of the default model,
     of PATH or of a preset. Export folders (and the default model) carry these in their manifest: no torch needed."""
-    if path is not None and preset is not None:
-        _fail(f"give a model or --preset, not both ({path} and --preset {preset})")
-    rows = [_preset_stats(preset, res or 128)] if preset is not None else _source_stats(path or "default", res)
+    if preset is not None:
+        if path is not None:
+            _fail(f"give a model or --preset, not both ({path} and --preset {preset})")
+        rows = [_preset_stats(preset, res or 128)]
+    else:
+        path = path or "default"
+        rows = _source_stats(path, res)
     if as_json:
         typer.echo(json.dumps(rows[0] if len(rows) == 1 else rows))
         return
-    table = Table(title=f"preset {preset}" if preset is not None else path or "default")
+    table = Table(title=path or f"preset {preset}")
     table.add_column("what")
     for d in rows:
         table.add_column(f"{d['preset']} @ {d['res']}^2", justify="right")
