@@ -7,7 +7,7 @@
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU
 #   scripts/train_default.sh --precision bf16 # every training stage under bf16 autocast (the shipped model was trained
 #                                             # fp32 on the CPU; bf16 there: 2.3 h timed, but its model generates worse:
-#                                             # README "bf16 on the CPU")
+#                                             # docs/default-model.md, "bf16 on the CPU")
 #
 # Run from the repository root with the train and export extras installed; writes into $RUNS (runs/).
 # Rerunning continues an interrupted run: a data set is written whole or not at all and is skipped when present;

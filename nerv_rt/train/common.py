@@ -116,7 +116,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 def autocast(device: torch.device, precision: str):
     """A training step's compute precision (precision.PRECISIONS). bf16: bf16 autocast (weights and optimizer state
     stay fp32); fp32: full precision; auto: bf16 on CUDA, fp32 on the CPU. On the AVX512-BF16 development CPU bf16 ran
-    the tiny model's steps 1.4-2.0x faster (README, "bf16 on the CPU")."""
+    the tiny model's steps 1.4-2.0x faster (docs/default-model.md, "bf16 on the CPU")."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -29,7 +29,7 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
 
     a, b: (B, C, H, W) in [-1, 1] -> (B,), always in fp32: the variances are differences of squares, E[a^2] - mu^2,
     which bf16 autocast (CUDA training) cancels to rounding noise on smooth frames. Under it the tiny VAE's first
-    `train_default.sh --device cuda` run stalled at 9 dB (README, "Training on a GPU").
+    `train_default.sh --device cuda` run stalled at 9 dB (docs/default-model.md, "Training on a GPU").
     """
     with torch.autocast(a.device.type, enabled=False):
         a, b = (a.float() + 1) / 2, (b.float() + 1) / 2
