@@ -3,7 +3,7 @@
 # synthetic set at 128^2 and 256^2, then packaged with its exported ONNX graphs, so that the weights
 # and the graphs the torch-free install runs always come from the same checkpoints.
 #
-#   scripts/train_default.sh                  # CPU (5.0 h timed, about 4.1 h estimated since channels-last convs, on an idle 2-core CPU; README "Reproduce")
+#   scripts/train_default.sh                  # CPU (5.0 h by its stage times, about 4.1 h estimated since channels-last convs, on an idle 2-core CPU; README "Reproduce")
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU
 #   scripts/train_default.sh --precision bf16 # every training stage under bf16 autocast (the shipped model was trained
 #                                             # fp32 on the CPU; bf16 there: 2.3 h timed, but its model generates worse:

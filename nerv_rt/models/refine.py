@@ -17,7 +17,8 @@ from torch import Tensor, nn
 REFINE_LR = 0.1
 FRAMES_PER_STEP = 4
 # The temporal term of training (train/losses.py, temporal_l2) on the rendered frames' changes: it is what keeps
-# the clip's motion. On the shipped 128^2 model (32 held-out clips, 80 steps; README, "Token refinement") weight
+# the clip's motion. On the 128^2 model of c0458aa (32 held-out clips, 80 steps; docs/default-model.md, "Token
+# refinement, the probe behind its default") weight
 # 1 / 3 / 6 / 8 gives motion ratio 0.81 / 0.83 / 0.85 / 0.86 for 28.8 / 28.8 / 28.4 / 28.2 dB; at 256^2 weight 8
 # gives 0.86 for 28.0 dB (weight 1: 0.80, 28.4 dB). A module constant, not a config field: every model refines
 # with it.
