@@ -2,7 +2,7 @@
 # Measures the embedded default model (or --model M) on held-out synthetic clips (seed 1): the figures of the
 # README's "The embedded default model" section, as JSON files in $OUT (default: runs/eval-default).
 #
-#   scripts/eval_default.sh                      # about 25 min on the 2-core development machine
+#   scripts/eval_default.sh                      # about 11 min on a 2-core Xeon (128^2 4 min, 256^2 7 min)
 #   scripts/eval_default.sh --model runs/model128.pt --res 128
 #
 # Needs the train extra (torch: the default encoding refines tokens with autograd). Writes:

@@ -12,27 +12,18 @@ from nerv_rt.runtime.pipeline import Pipeline
 from nerv_rt.runtime.sources import ASSETS_DIR
 from tests.test_cli import read_frames, run
 
-# Measured when shipped, on these 16 clips (2 per class, made in memory; `scripts/motion_stages.py`): 23.2 dB from the
-# encoder alone (fitted last on 2048 clips; 22.1 dB before that stage); with the 128^2 model's default encoding (100
-# token-refinement steps, one frame per quarter, temporal term weighted 8) 28.9 dB and motion ratio 0.86 (before the
-# token-noise stage was continued to 6000 steps 28.8 dB, 0.84; before the encoder stage, 80 steps: 28.8 dB, 0.85;
-# the model before its token-noise stage 22.2 / 28.0 dB, 0.84, against 28.5 dB and 0.78 with the encoding before it:
-# 4 random frames, weight 1, which the motion floor fails).
-# `scripts/eval_default.sh` (32 clips read back from .mp4) gives 23.1 / 28.9 dB, 0.87. The floors sit below the shipped
-# figures: regressions fail. (The 128^2 model before its autodecoder stage was continued: 22.7 / 27.9 dB, 0.72; the
-# continuation froze the encoder while the decoder moved on, which cost the encoder alone until its last stage.)
+# Measured when shipped (2026-12-07), on these 16 clips (2 per class, made in memory; `scripts/motion_stages.py`):
+# 23.3 dB from the encoder alone; with the 128^2 model's default encoding (100 token-refinement steps, one frame per
+# quarter, temporal term weighted 8) 29.0 dB and motion ratio 0.88. `scripts/eval_default.sh` (32 clips read back
+# from .mp4) gives 23.2 / 29.1 dB, 0.87. The floors sit below the shipped figures: regressions fail. How they moved
+# with each model: docs/default-model.md, "The regression floors, with their history".
 ENCODER_FLOOR_DB = 22.7
 DEFAULT_FLOOR_DB = 27.0
 RECON_MOTION_FLOOR = 0.8
-# Generated clips (DDIM 50, guidance 2, seed 0) when shipped, 16 per class: motion ratio 0.92 / 0.93 at 128^2 / 256^2,
-# class accuracy 80 / 71 % by the shipped classifier (chance 12.5 %). The test checks 4 per class: motion 0.72 / 0.88,
-# class accuracy 51 of 64 over both (the 128^2 DiT at 10000 steps 0.84 / 0.88, 56 of 64; before the 128^2 token-noise
-# stage was continued 0.88 / 0.88, 53 of 64; the 128^2
-# model before its token-noise stage: 0.89 / 0.88, 49 of 64; over generation seeds 0-5, `nerv-rt eval gen
-# --n-per-class 4 --seed S`: 0.89-1.14 / 0.84-1.03, 35-49 of 64). 2 per class was too few to hold a floor: over
-# seeds 0-9 an earlier model with 10000-step DiTs spread 0.60-1.15 at 256^2. Earlier defaults at 16 per class, same
-# classifier: the models before the continuations 0.84 / 0.84 motion and 66 / 68 %, the
-# previous one 0.89 / 0.72 motion and 51 / 55 %, the one before 41 / 47 %; the first default model 0.27 / 0.14 motion.
+# Generated clips (DDIM 50, guidance 2, seed 0) when shipped, 16 per class: motion ratio 0.87 / 0.87 at 128^2 / 256^2,
+# class accuracy 79 / 72 % by the shipped classifier (chance 12.5 %). The test checks 4 per class: motion 0.83 / 0.66,
+# class accuracy 50 of 64 over both. 2 per class was too few to hold a floor: over seeds 0-9 an earlier model with
+# 10000-step DiTs spread 0.60-1.15 at 256^2.
 # The class floor pools both resolutions (64 clips): a retrain as good as the 10000-step one (p ~ 0.6) falls below 24 of
 # 64 with probability 1e-4; one read right 20 % of the time (an eps DiT of 4000 steps) reaches it 0.1 % of the time.
 GEN_MOTION_FLOOR = 0.6
