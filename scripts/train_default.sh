@@ -72,6 +72,7 @@ dit() {
 train "$RUNS/vae128.pt" nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 1500 --batch 8 \
   --lr 2e-3 --gan-start 0.8 --gan-weight 0.02 --ckpt-every 250
 train "$RUNS/ad128.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" --steps 5000
+echo "note: this stage freezes the encoder that ad128.pt trained, so its warning that the flags freeze other parts than the saved run is expected"
 extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" \
   --steps 10000 --encoder-weight 0
 #    then 3000 steps more from it with Gaussian noise of 0.3 times the bank's per-value std on the tokens the decoder
