@@ -5,7 +5,7 @@
 #
 #   scripts/train_default.sh                  # CPU, every stage under bf16 autocast: about 2.9 h estimated on an idle
 #                                             # 2-core AMD EPYC, 4.0 h by its stage times on the 2-core Intel Xeon that
-#                                             # made the shipped model (README "Reproduce")
+#                                             # made the shipped model, 3.95 h in a second run there (README "Reproduce")
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU (bf16 autocast too)
 #   scripts/train_default.sh --precision fp32 # every stage in fp32, for a CPU without native bf16 (AVX512-BF16 or AMX),
 #                                             # where autocast has no fast kernels to use (not measured): about 5.1 h
