@@ -5,7 +5,7 @@
 #
 #   scripts/train_default.sh                  # CPU, every stage under bf16 autocast: about 2.9 h estimated on an idle
 #                                             # 2-core AMD EPYC, 4.0 h by its stage times on the 2-core Intel Xeon that
-#                                             # made the shipped model, 3.95 h in a second run there (README "Reproduce")
+#                                             # made the shipped model, 3.9 h in a second run there (README "Reproduce")
 #   scripts/train_default.sh --device cuda    # the same commands on a GPU (bf16 autocast too)
 #   scripts/train_default.sh --precision fp32 # every stage in fp32, for a CPU without native bf16 (AVX512-BF16 or AMX),
 #                                             # where autocast has no fast kernels to use (not measured): about 5.1 h
@@ -72,7 +72,9 @@ dit() {
 train "$RUNS/vae128.pt" nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 1500 --batch 8 \
   --lr 2e-3 --gan-start 0.8 --gan-weight 0.02 --ckpt-every 250
 train "$RUNS/ad128.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" --steps 5000
-echo "note: this stage freezes the encoder that ad128.pt trained, so its warning that the flags freeze other parts than the saved run is expected"
+if [ ! -e "$RUNS/ad128b.pt" ]; then
+  echo "note: the warning below, \"--resume: the saved run froze nothing; these flags freeze encoder\", is expected" >&2
+fi
 extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" \
   --steps 10000 --encoder-weight 0
 #    then 3000 steps more from it with Gaussian noise of 0.3 times the bank's per-value std on the tokens the decoder
