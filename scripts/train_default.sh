@@ -40,6 +40,7 @@ train() {
 extend() {
   local from=$1 out=$2; shift 2
   if [ ! -e "$out" ]; then
+    echo "note: $out continues $from with new flags; a --resume warning that they freeze other parts is intended" >&2
     if [ -e "${from%.pt}.csv" ]; then cp "${from%.pt}.csv" "${out%.pt}.csv"; fi
     cp "$from" "$out.part"
     mv "$out.part" "$out"
@@ -72,9 +73,6 @@ dit() {
 train "$RUNS/vae128.pt" nerv-rt train vae "$RUNS/synth128" --preset tiny --res 128 --steps 1500 --batch 8 \
   --lr 2e-3 --gan-start 0.8 --gan-weight 0.02 --ckpt-every 250
 train "$RUNS/ad128.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" --steps 5000
-if [ ! -e "$RUNS/ad128b.pt" ]; then
-  echo "note: the warning below, \"--resume: the saved run froze nothing; these flags freeze encoder\", is expected" >&2
-fi
 extend "$RUNS/ad128.pt" "$RUNS/ad128b.pt" nerv-rt train autodecode "$RUNS/synth128" --init "$RUNS/vae128.pt" \
   --steps 10000 --encoder-weight 0
 #    then 3000 steps more from it with Gaussian noise of 0.3 times the bank's per-value std on the tokens the decoder
