@@ -279,7 +279,7 @@ def generate(
     from .runtime.video_io import check_output_path, output_paths
 
     # 1. Check everything before any work: a bad argument must not cost a sampling run
-    check_output_path(out)
+    check_output_path(out, n)
     check_frames(frames)
     check_sampling(steps, sampler, guidance, 0.0, n, seed)
     pipe = Pipeline.load(model, backend=backend, device=device, precision=precision, cuda_graph=cuda_graph)

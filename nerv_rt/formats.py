@@ -8,11 +8,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, NervError
 
 # Version 2: the model config's dit.prediction (a v-prediction DiT). This nerv-rt reads version 1 files as eps
 # models; a nerv-rt that reads only version 1 refuses version 2 with "upgrade nerv-rt" instead of running a
@@ -62,13 +63,44 @@ def sha256_checkpoint(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class FolderOutput:
+    """A kind of output folder. An existing folder at the output path is replaced only when it is empty or `holds`
+    says it is an earlier output of this kind: never a folder of a user's other files."""
+    what: str  # "an export folder", for the error message
+    holds: Callable[[Path], bool] = lambda folder: False
+
+
+NEW_FOLDER = FolderOutput("empty")
+
+
+def check_replaceable(path: Path, folder: FolderOutput | None) -> None:
+    """Refuse to write over what the output would destroy: a folder with a file, a file with a folder, a non-empty
+    folder that is not an earlier output of this kind. A file replaces an earlier file, as other tools' -o does."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if folder is None:
+        if path.is_dir():
+            raise NervError(f"{path} is a folder; give a file name for the output")
+        return
+    if not path.is_dir():
+        raise NervError(f"{path} exists and is not a folder; remove it or choose another output path")
+    if any(path.iterdir()) and not folder.holds(path):
+        kind = "" if folder is NEW_FOLDER else f" or {folder.what}"
+        raise NervError(f"{path} exists and is not empty{kind}; remove it or choose another output path")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
-    """A temporary file (or folder) beside `path` to write into; when the block completes it replaces
-    `path` (an old folder is removed only after the new one is in place), and when the block fails it is
-    removed: readers never see a half-written `path`. The result gets the permissions a plain open() or
-    mkdir() would give, not mkstemp's 0600 / mkdtemp's 0700."""
+def atomic_path(path: str | Path, folder: FolderOutput | None = None) -> Iterator[Path]:
+    """A temporary file (or, given the kind of `folder`, a folder) beside `path` to write into; when the block
+    completes it replaces `path` (an old folder is removed only after the new one is in place), and when the block
+    fails it is removed: readers never see a half-written `path`. What is at `path` already is checked first
+    (check_replaceable). The result gets the permissions a plain open() or mkdir() would give, not mkstemp's 0600 /
+    mkdtemp's 0700."""
     path = Path(path)
+    if not path.name:  # "." or "/": name the folder itself
+        path = path.resolve()
+    check_replaceable(path, folder)
     parent = path.parent if str(path.parent) else Path(".")
     if folder:
         tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.tmp-"))
@@ -85,7 +117,7 @@ def atomic_path(path: str | Path, folder: bool = False) -> Iterator[Path]:
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:

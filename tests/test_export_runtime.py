@@ -61,6 +61,19 @@ def test_export_is_atomic_on_failure(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no out/, no temp folder
 
 
+def test_export_replaces_only_an_earlier_export(tmp_path):
+    ckpt_io.save(random_checkpoint(), tmp_path / "m.pt")
+    export(tmp_path / "m.pt", tmp_path / "out", graphs_wanted=("dit",))
+    export(tmp_path / "m.pt", tmp_path / "out", graphs_wanted=("dit",))  # re-exporting replaces it
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    ckpt_io.save_pretrained(random_checkpoint(), tmp_path / "weights")
+    for taken in ("mine", "weights", "m.pt"):  # a user's files, a checkpoint folder, a file
+        with pytest.raises(NervError, match="exists and is not"):
+            export(tmp_path / "m.pt", tmp_path / taken, graphs_wanted=("dit",))
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep" and (tmp_path / "weights" / "config.json").is_file()
+
+
 def test_same_seed_same_video_on_both_cpu_backends(tiny_ckpt, tiny_export):
     kw = dict(frames=5, steps=4, n=2, seed=7, guidance=3.0)
     a = Pipeline.load(tiny_ckpt, backend="torch").generate(**kw)

@@ -62,7 +62,7 @@ def test_synthetic_set_is_the_same_from_parallel_workers_and_appears_only_when_c
         with pytest.raises(KeyboardInterrupt):
             write_synthetic(tmp_path / "cut", 4, seed=3, progress=interrupt, workers=workers)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["par"]  # no half-written set, no temporary left
-    with pytest.raises(NervError, match="not an empty folder"):
+    with pytest.raises(NervError, match="exists and is not empty"):
         write_synthetic(tmp_path / "par", 4, seed=3)
 
 

@@ -32,6 +32,29 @@ def test_gif_png_and_batches(tmp_path):
     assert [p.name for p in paths] == ["b-0.mp4", "b-1.mp4"]
 
 
+def test_outputs_replace_only_earlier_outputs(tmp_path):
+    """A file replaces a file and a frame folder an earlier frame folder; nothing replaces a user's other files."""
+    v = _video()
+    save_video(v, tmp_path / "a.mp4")
+    save_video(v, tmp_path / "a.mp4")  # regenerating a clip overwrites it
+    save_video(v, tmp_path / "frames")
+    save_video(v[:3], tmp_path / "frames")
+    assert len(list((tmp_path / "frames").iterdir())) == 3
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(NervError, match="exists and is not empty or a folder of frame"):
+        save_video(v, tmp_path / "mine")
+    (tmp_path / "b.gif").mkdir()
+    with pytest.raises(NervError, match="is a folder"):
+        save_video(v, tmp_path / "b.gif")
+    (tmp_path / "clip").write_bytes(b"not a folder")
+    with pytest.raises(NervError, match="exists and is not a folder"):
+        save_video(v, tmp_path / "clip")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert (tmp_path / "clip").read_bytes() == b"not a folder"
+    assert not [q for q in tmp_path.iterdir() if q.name.startswith(".")]  # no temporary left
+
+
 def test_errors_leave_nothing_behind(tmp_path):
     with pytest.raises(NervError, match="unknown output extension"):
         save_video(_video(), tmp_path / "a.webm")

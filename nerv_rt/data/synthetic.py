@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..errors import NervError
-from ..formats import atomic_path
+from ..formats import NEW_FOLDER, atomic_path
 
 MOTIONS = ("pan_left", "pan_right", "pan_up", "pan_down", "zoom_in", "zoom_out", "shapes_drift", "shapes_bounce")
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "rocket", "retina")
@@ -143,10 +142,8 @@ def write_synthetic(out: str | Path, n: int, seed: int = 0, res: int = 128, n_fr
     may exist only if empty. With `workers` > 1 clips are made in that many processes (clip i depends on
     (seed, i) alone, so the files are the same)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise NervError(f"{out} exists and is not an empty folder; remove it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, folder=True) as tmp:
+    with atomic_path(out, folder=NEW_FOLDER) as tmp:
         jobs = [(tmp, seed, i, res, n_frames, fps) for i in range(n)]
         if workers > 1 and n > 1:
             # forkserver: no fork of a parent that runs threads (rich's refresh, torch's pools)

@@ -23,7 +23,17 @@ from torch import nn
 from .. import __version__
 from ..checkpoint import Checkpoint, build_models
 from ..errors import NervError
-from ..formats import EXPORT_FORMAT, EXPORT_VERSION, WEIGHTS_FILE, atomic_path, sha256_checkpoint, sha256_file
+from ..formats import (
+    CONFIG_FILE,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    FolderOutput,
+    atomic_path,
+    sha256_checkpoint,
+    sha256_file,
+)
 from ..models.graphs import graph_modules
 from ..models.stats import describe
 from ..runtime.sources import resolve, source_name
@@ -34,6 +44,15 @@ from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES, GRAPHS, GraphSpec, gra
 from .trt_ops import unsupported_ops
 
 DEFAULT_OPSET = 18
+
+
+def _is_export(folder: Path) -> bool:
+    """An export folder of graphs only: a checkpoint's folder (graphs beside its weights) is not replaced."""
+    return (folder / MANIFEST_FILE).is_file() and not (folder / CONFIG_FILE).exists()
+
+
+EXPORT_FOLDER = FolderOutput("an earlier export", lambda folder: _is_export(folder) or all(
+    e.is_dir() and _is_export(e) for e in folder.iterdir()))
 MIN_DECODER_PSNR_DB = 45.0
 TRACE_DIMS = {"B": 2, "F": 16}  # traced sizes; validation runs other sizes to prove the dims are dynamic
 CHECK_DIMS = {"B": 3, "F": 7}
@@ -194,7 +213,7 @@ def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPS
         raise NervError(f"{source}: an export folder without weights; export takes a checkpoint or 'default'")
     out = Path(out) if out is not None else default_out_dir(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, folder=True) as tmp:
+    with atomic_path(out, folder=EXPORT_FOLDER) as tmp:
         for m in models:
             folder = tmp if len(models) == 1 else tmp / str(m.config.res)
             folder.mkdir(exist_ok=True)

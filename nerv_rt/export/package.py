@@ -15,15 +15,18 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt_io
-from ..formats import atomic_path
+from ..formats import MANIFEST_FILE, FolderOutput, atomic_path
 from ..runtime.sources import ASSETS_DIR
 from .onnx_export import DEFAULT_OPSET, export_checkpoint
 from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES
 
+PACKAGE_FOLDER = FolderOutput("a packaged model (folders of weights and graphs)",
+                              lambda folder: all((e / MANIFEST_FILE).is_file() for e in folder.iterdir()))
+
 
 def package(checkpoints: Sequence[Path], out: Path = ASSETS_DIR, step: Callable[[str], None] = print) -> Path:
     """Replace `out` (atomically) with <preset>-<res>/ folders of weights + graphs, one per checkpoint."""
-    with atomic_path(out, folder=True) as tmp:
+    with atomic_path(out, folder=PACKAGE_FOLDER) as tmp:
         for path in checkpoints:
             ck = ckpt_io.slim(ckpt_io.load(path))
             folder = tmp / f"{ck.config.preset}-{ck.config.res}"

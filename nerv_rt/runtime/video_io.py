@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from fractions import Fraction
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NervError
-from ..formats import atomic_path
+from ..formats import FolderOutput, atomic_path, check_replaceable
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -31,6 +32,8 @@ def list_videos(root: str | Path) -> list[Path]:
 
 
 FORMATS = {".mp4": "H.264 video", ".gif": "animated GIF", "": "folder of PNG frames"}
+PNG_FRAMES = FolderOutput("a folder of frame_*.png",
+                          lambda folder: all(re.fullmatch(r"frame_\d+\.png", e.name) for e in folder.iterdir()))
 _CRF = {"high": "12", "normal": "18"}
 MAX_FPS = 1000
 
@@ -48,8 +51,9 @@ def output_paths(path: str | Path, n: int) -> list[Path]:
     return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(n)]
 
 
-def check_output_path(path: str | Path) -> None:
-    """Fail early, before any work, on an unknown extension or a missing / read-only folder."""
+def check_output_path(path: str | Path, n: int = 1) -> None:
+    """Fail early, before any work, on an unknown extension, a missing / read-only folder, or an output (of `n`
+    videos: output_paths) that would replace what is not an earlier output of its kind (check_replaceable)."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         kinds = ", ".join(f"{k or '<folder>'} ({v})" for k, v in FORMATS.items())
@@ -63,6 +67,8 @@ def check_output_path(path: str | Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise NervError(f"{path}: folder {parent} is not writable ({e.strerror})") from None
+    for p in output_paths(path, n):
+        check_replaceable(p, PNG_FRAMES if p.suffix == "" else None)
 
 
 def save_video(video: np.ndarray, path: str | Path, fps: float = 8, quality: str = "normal") -> list[Path]:
@@ -75,7 +81,7 @@ def save_video(video: np.ndarray, path: str | Path, fps: float = 8, quality: str
     if video.dtype != np.uint8 or video.ndim not in (4, 5) or video.shape[-1] != 3:
         raise NervError(f"save_video expects uint8 [F, H, W, 3] or [n, F, H, W, 3], got {video.dtype} {video.shape}")
     batch = video if video.ndim == 5 else video[None]
-    check_output_path(path)
+    check_output_path(path, len(batch))
     check_fps(fps)
     paths = output_paths(path, len(batch))
     for clip, p in zip(batch, paths):
@@ -88,7 +94,7 @@ def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: float = 8, quali
     folders hold one chunk at a time; a .gif is assembled in memory (GIF writers need every frame)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    with atomic_path(path, folder=suffix == "") as tmp:
+    with atomic_path(path, folder=PNG_FRAMES if suffix == "" else None) as tmp:
         if suffix == ".mp4":
             _write_mp4(chunks, tmp, fps, quality)
             return

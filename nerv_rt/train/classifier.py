@@ -23,7 +23,10 @@ from torch import nn
 from ..data.synthetic import MOTIONS, make_clip
 from ..evaluate.classifier import FRAMES, GRAPH_FILE, INPUT_RES, META_FILE, prepare
 from ..export.onnx_export import DEFAULT_OPSET, onnx_model
-from ..formats import atomic_path, atomic_write_text
+from ..formats import FolderOutput, atomic_path, atomic_write_text
+
+CLASSIFIER_FOLDER = FolderOutput(
+    "a classifier folder", lambda folder: {e.name for e in folder.iterdir()} <= {GRAPH_FILE, META_FILE})
 
 SWAP_X = {"pan_left": "pan_right", "pan_right": "pan_left"}
 SWAP_Y = {"pan_up": "pan_down", "pan_down": "pan_up"}
@@ -131,7 +134,7 @@ def train_classifier(out: Path, cfg: ClassifierTrainConfig, command: str, bar=No
     meta = {"class_names": list(MOTIONS), "heldout_accuracy": accuracy, "heldout_clips": cfg.heldout,
             "train_command": command, "input": {"frames": FRAMES, "res": INPUT_RES}, "train_config": asdict(cfg)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, folder=True) as tmp:
+    with atomic_path(out, folder=CLASSIFIER_FOLDER) as tmp:
         example = torch.from_numpy(prepare(test_x[:2]))
         graph = onnx_model(model, (example,), ["clips"], ["logits", "features"], {"clips": {0: "B"}}, DEFAULT_OPSET)
         onnx.save(graph, str(tmp / GRAPH_FILE))
