@@ -379,7 +379,7 @@ def train_vae_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt), saved every --ckpt-every steps."),
     preset: str = typer.Option("tiny", "--preset", "-p", help=f"Model preset: {', '.join(PRESETS)}."),
     res: int = typer.Option(128, "--res", "-r", help="Resolution: 128 or 256."),
-    steps: int = typer.Option(2000, help="Optimizer steps."),
+    steps: int = typer.Option(2000, min=1, help="Optimizer steps."),
     batch: int = typer.Option(8, help="Global batch of clips (split over DDP processes)."),
     frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip the decoder is supervised on per step (2 or "
                                         "more: the temporal term compares consecutive ones)."),
@@ -420,7 +420,7 @@ def train_dit_cmd(
     data: Path = typer.Argument(..., help="The videos the VAE was trained on (or others with the same classes)."),
     vae: Path = typer.Option(..., "--vae", help="VAE checkpoint from `nerv-rt train vae`."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt): VAE + DiT + EMA + token std."),
-    steps: int = typer.Option(4000, help="Optimizer steps."),
+    steps: int = typer.Option(4000, min=1, help="Optimizer steps."),
     batch: int = typer.Option(64, help="Global batch of token sets."),
     lr: float = typer.Option(2e-4, help="Peak learning rate."),
     ema: float = typer.Option(0.9999, help="EMA decay of the DiT weights."),
@@ -459,7 +459,7 @@ def train_autodecode_cmd(
     init: Path = typer.Option(..., "--init", help="Checkpoint to fine-tune: a VAE, or VAE + DiT (carried over); an "
                               "autodecode run's bank carries over too (else the bank starts at the encoder's means)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt), saved every --ckpt-every steps."),
-    steps: int = typer.Option(4000, help="Optimizer steps."),
+    steps: int = typer.Option(4000, min=1, help="Optimizer steps."),
     batch: int = typer.Option(8, help="Videos per step."),
     frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip rendered per step (2 or more: the "
                                         "temporal term compares consecutive ones)."),
@@ -731,8 +731,9 @@ def bench(
     precision: str = typer.Option("fp32", help="fp32 (CPU and CUDA), bf16 or fp16 (CUDA)."),
     backend: list[str] = typer.Option(["torch"], help="Generator backends (repeatable): torch, torch-cudagraph, onnxruntime, tensorrt, aoti."),
     cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="Generator CUDA graphs (default: per backend, see generate)."),
-    preset: str = typer.Option("L", "--preset", "-p", help="NeRV preset to measure."),
-    res: list[int] = typer.Option([128, 256], "--res", "-r", help="Resolutions (repeatable)."),
+    preset: str | None = typer.Option(None, "--preset", "-p", help="NeRV preset to measure (default: L; --quick: tiny)."),
+    res: list[int] | None = typer.Option(None, "--res", "-r", help="Resolutions, repeatable (default: 128 and 256; "
+                                         "--quick: 128)."),
     scaling_frames: str = typer.Option("16,32,64,128", help="Frame counts of the scaling suite (comma-separated)."),
     repeats: int | None = typer.Option(None, help="Timed runs per case after warm-up (default: 5; --quick: 2)."),
     warmup: int | None = typer.Option(None, help="Untimed runs per case (default: 1)."),
@@ -764,9 +765,12 @@ def bench(
     kw = dict(suite=suite, device=device, precision=precision, backends=tuple(backend), cuda_graph=cuda_graph,
               sd_vae=str(sd_vae) if sd_vae else None, generator_source=str(model) if model else None)
     kw.update({k: v for k, v in (("repeats", repeats), ("warmup", warmup)) if v is not None})
-    cfg = BenchConfig.quick_config(**kw) if quick else BenchConfig(preset=preset, resolutions=tuple(res),
-                                                                   scaling_frames=frames_list, **kw)
+    kw.update({k: v for k, v in (("preset", preset), ("resolutions", tuple(res or ()))) if v})  # what was given
+    cfg = BenchConfig.quick_config(**kw) if quick else BenchConfig(**{"preset": "L", "resolutions": (128, 256),
+                                                                      "scaling_frames": frames_list, **kw})
     check_config(cfg)
+    if out is not None and not out.parent.is_dir():
+        _fail(f"--out {out}: folder {out.parent} does not exist")
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="nerv-rt-bench-quick-")) if quick else Path("bench/results/latest")
     results: dict = {}

@@ -89,7 +89,9 @@ def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
                                           (["--precision", "int4"], "unknown precision"),
                                           (["--scaling-frames", "a,b"], "comma-separated"),
                                           (["--backend", "tvm"], "unknown backend 'tvm'"),
-                                          (["--backend", "tensorrt"], "needs --device cuda")])
+                                          (["--backend", "tensorrt"], "needs --device cuda"),
+                                          (["--preset", "XX"], "unknown preset 'XX'"),
+                                          (["--res", "64"], "--res 64: presets exist at 128, 256")])
 def test_bench_bad_arguments(tmp_path, args, pattern):
     import torch
 
@@ -98,3 +100,8 @@ def test_bench_bad_arguments(tmp_path, args, pattern):
     res = run("bench", "--quick", *args, "--out", tmp_path / "o")
     assert_clean_error(res, pattern)
     assert not (tmp_path / "o").exists()
+
+
+def test_bench_out_needs_an_existing_folder(tmp_path):
+    assert_clean_error(run("bench", "--quick", "--out", tmp_path / "no" / "o"), f"folder {tmp_path / 'no'} does not exist")
+    assert list(tmp_path.iterdir()) == []

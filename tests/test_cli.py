@@ -176,6 +176,13 @@ def test_train_refuses_one_frame_per_step(tmp_path, stage):
 
 
 @pytest.mark.parametrize("stage", ["vae", "dit", "autodecode", "encoder"])
+def test_train_refuses_zero_steps(tmp_path, stage):
+    res = run("train", stage, tmp_path, "--out", tmp_path / "x.pt", "--steps", "0")
+    assert_clean_error(res, "Invalid value for '--steps'")
+    assert list(tmp_path.iterdir()) == []  # no log, no checkpoint
+
+
+@pytest.mark.parametrize("stage", ["vae", "dit", "autodecode", "encoder"])
 def test_train_refuses_an_unknown_precision(tmp_path, stage):
     res = run("train", stage, tmp_path, "--out", tmp_path / "x.pt", "--precision", "fp16")
     assert_clean_error(res, "precision must be one of auto, fp32, bf16")
@@ -193,6 +200,9 @@ def test_warnings_are_one_line(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "warning: --resume: " in res.stderr and "it goes on with bf16" in res.stderr, res.stderr
     assert "UserWarning" not in res.stderr and "warnings.warn" not in res.stderr, res.stderr
+    for other in (("--preset", "S"), ("--res", "256")):  # another model than the saved run's: one line, no traceback
+        res = run("train", "vae", clips, "--out", tmp_path / "v.pt", "--steps", "3", "--resume", *other, *fast)
+        assert_clean_error(res, "resume it with --preset tiny --res 128")
 
 
 def test_build_without_tensorrt_is_a_clear_error(tiny_export):

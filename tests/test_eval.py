@@ -150,6 +150,8 @@ def test_eval_gen_with_a_folder_of_real_clips(tmp_path, synthetic_classes_ckpt):
     shutil.rmtree(tmp_path / "real" / "zoom_out")
     assert_clean_error(run("eval", "gen", "--model", synthetic_classes_ckpt, "--real", tmp_path / "real"),
                        "fewer than 2 clips of 16 frames for classes ['zoom_out']")
+    assert_clean_error(run("eval", "gen", "--model", synthetic_classes_ckpt, "--n-per-class", 0),
+                       "--n-per-class must be at least 2")
 
 
 def test_numpy_metrics_match_the_torch_ones():

@@ -150,6 +150,8 @@ def test_pipeline_input_errors(tiny_export, monkeypatch):
         Pipeline.load(tiny_export, backend="tvm")
     with pytest.raises(NervError, match="holds exported graphs only"):
         Pipeline.load(tiny_export, backend="torch")
+    with pytest.raises(NervError, match="bf16 on onnxruntime needs --device cuda"):  # ORT's CPU EP: no bf16 kernels
+        Pipeline.load(tiny_export, backend="onnxruntime", device="cpu", precision="bf16").model().engine("dit")
     for guidance in (float("nan"), float("inf"), -1.0):
         with pytest.raises(NervError, match="--guidance must be a number"):
             pipe.generate(guidance=guidance)

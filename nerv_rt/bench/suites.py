@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import NervError, require
 from ..machine import cpu_name
+from ..models.presets import PRESETS, RESOLUTIONS
 from . import cases
 from .memory import run_in_child
 
@@ -67,6 +68,10 @@ class BenchConfig:
 def check_config(cfg: BenchConfig) -> None:
     if cfg.suite not in SUITES:
         raise NervError(f"unknown suite {cfg.suite!r}; choose from {', '.join(SUITES)}")
+    if cfg.preset not in PRESETS:
+        raise NervError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
+    if bad := [r for r in cfg.resolutions if r not in RESOLUTIONS]:
+        raise NervError(f"--res {bad[0]}: presets exist at {', '.join(map(str, RESOLUTIONS))}")
     if cfg.precision not in PRECISIONS:
         raise NervError(f"unknown precision {cfg.precision!r}; choose from {', '.join(PRECISIONS)}")
     if cfg.device not in ("cpu", "cuda"):

@@ -121,6 +121,9 @@ class OrtBackend(Backend):
             raise NervError("--cuda-graph needs the CUDA execution provider (--device cuda)")
         if precision not in PRECISIONS:
             raise NervError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        if precision == "bf16" and device == "cpu":
+            raise NervError("--precision bf16 on onnxruntime needs --device cuda: its CPU provider has no bf16 MatMul / "
+                            "Conv kernels; on the CPU use fp32 or fp16, or --backend torch or aoti")
         self.device, self.precision, self.cuda_graph = device, precision, cuda_graph
         self.folder, self.manifest = source.path, source.manifest
         self.specs = graph_specs(source.config)

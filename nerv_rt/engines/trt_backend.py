@@ -130,7 +130,7 @@ class TrtBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, source: ModelSource, device: str = "auto", precision: str = "fp32", capture: bool = True):
-        import_tensorrt()
+        import_tensorrt(otherwise="use --backend onnxruntime")
         try:
             import torch
         except ImportError:

@@ -52,9 +52,9 @@ def evaluate_generation(pipe: Pipeline, res: int | None = None, per_class: int =
                         i3d: Path | None = None, classifier_dir: Path = CLASSIFIER_DIR,
                         progress: Callable[[str], None] | None = None) -> dict:
     """`per_class` generated clips per class against 2 x `per_class` real ones (sets A and B)."""
-    check_sampling(steps, sampler, guidance, 0.0, per_class, seed)
     if per_class < 2:
         raise NervError(f"--n-per-class must be at least 2 (a Frechet distance needs a covariance), got {per_class}")
+    check_sampling(steps, sampler, guidance, 0.0, per_class, seed)
     m = pipe.model(res)
     cfg = m.config
     names = cfg.class_names or tuple(str(c) for c in range(cfg.num_classes))

@@ -30,17 +30,18 @@ except ImportError:  # the CPU machines: every entry point calls import_tensorrt
     trt = None  # type: ignore[assignment]
 
 MIN_VERSION = (10, 12)  # strongly typed networks with fp16 / bf16 graphs; 11.x is strongly typed only
-INSTALL_HELP = "on a CUDA machine: pip install \"nerv-rt[gpu]\" (tensorrt 10.12 to 11.x), or use --backend onnxruntime"
+INSTALL_HELP = "on a CUDA machine: pip install \"nerv-rt[gpu]\" (tensorrt 10.12 to 11.x)"
 
 
-def import_tensorrt():
+def import_tensorrt(otherwise: str = ""):
     """The tensorrt module, or one clear error: not installed, only its type stubs (`tensorrt-stubs` makes an
-    empty `tensorrt` namespace package), or too old."""
+    empty `tensorrt` namespace package), or too old. `otherwise` ends the error with what to do without it."""
+    fix = INSTALL_HELP + (f", or {otherwise}" if otherwise else "")
     if trt is None or not hasattr(trt, "Builder"):
-        raise NervError(f"TensorRT is not installed: {INSTALL_HELP}")
+        raise NervError(f"TensorRT is not installed: {fix}")
     if tuple(int(v) for v in trt.__version__.split(".")[:2]) < MIN_VERSION:
         raise NervError(f"TensorRT {trt.__version__} found; nerv-rt needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer: "
-                        f"{INSTALL_HELP}")
+                        f"{fix}")
     return trt
 
 

@@ -8,6 +8,7 @@ import torch
 
 from .. import checkpoint as ckpt_io
 from ..data.video_folder import VideoFolder
+from ..errors import NervError
 from ..models.hyper_ae import NeRVVAE, kl_divergence
 from ..models.presets import ModelConfig
 from ..runtime.frames import frame_times
@@ -71,6 +72,16 @@ def init_from(model: torch.nn.Module, path: Path) -> int:
     return copied
 
 
+def check_same_model(saved: ModelConfig, asked: ModelConfig, out: Path) -> None:
+    """`--resume` goes on training the saved model: other preset, resolution or shape flags are refused in one line."""
+    differ = [k for k in ("preset", "res", "frames", "tokens", "token_dim", "encoder", "decoder")
+              if getattr(saved, k) != getattr(asked, k)]
+    if differ:
+        raise NervError(f"--resume: {out} is a {saved.preset} model at {saved.res}^2 and these flags ask for "
+                        f"{asked.preset} at {asked.res}^2 ({', '.join(differ)} differ); resume it with --preset "
+                        f"{saved.preset} --res {saved.res}")
+
+
 def train_vae(data_dir: Path, out: Path, model_cfg: ModelConfig, cfg: VAETrainConfig, device: str = "auto",
               resume: bool = False, init: Path | None = None, log: Path | None = None,
               show_progress: bool = True) -> ckpt_io.Checkpoint:
@@ -87,13 +98,15 @@ def train_vae(data_dir: Path, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
 
 def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainConfig, d: Dist, resume: bool,
            init: Path | None, log: Path | None, show_progress: bool) -> ckpt_io.Checkpoint:
+    state = ckpt_io.load(out) if resume else None
+    if state is not None:
+        check_same_model(state.config, model_cfg, out)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     vae, disc = NeRVVAE(model_cfg).to(d.device), PatchDiscriminator().to(d.device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
     start = 0
-    if resume:
-        state = ckpt_io.load(out)
+    if state is not None:
         vae.load_state_dict(state.vae)
         ts = resume_state(state.train_state, out, ("step", "disc", "optim", "disc_optim"), cfg.precision)
         disc.load_state_dict(ts["disc"])
