@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -36,9 +37,13 @@ _python_showwarning = warnings.showwarning
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """nerv-rt's own warnings as one line on stderr, `warning: ...`, as its errors are; others in Python's format."""
+    """nerv-rt's own warnings as one line on stderr, `warning: ...`, as its errors are; others in Python's format,
+    but for other libraries' deprecation notices (e.g. torch's own, raised inside torch.export), which a user of the
+    command line cannot act on."""
     if Path(filename).resolve().is_relative_to(_PACKAGE):
         typer.echo(f"warning: {message}", err=True)
+    elif issubclass(category, (DeprecationWarning, FutureWarning)):
+        return
     else:
         _python_showwarning(message, category, filename, lineno, file, line)
 
@@ -95,11 +100,18 @@ def _number(lo: float, hi: float, lo_open: bool = False):
     return check
 
 
+def _trained(out: Path, t0: float) -> None:
+    """A training stage's last line, printed once: under torchrun by rank 0 alone."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
+
+
 def _progress():
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # Drawn only on a terminal: piped or redirected, a transient bar would leave a blank line before the output
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=console, transient=True)
+                    TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,15 +349,15 @@ def data_synth(
 
     The folder appears only when every clip is written; --out must not exist or be an empty folder."""
     require("scipy", "skimage", extra="train")
-    from .data.synthetic import MOTIONS, default_workers, write_synthetic
+    from .data.synthetic import default_workers, write_synthetic
 
     if n < 1 or res < 16 or res % 2 or frames < 1 or workers < 0:
         _fail("--n and --frames must be >= 1, --workers >= 0 and --res an even number >= 16")
     with _progress() as bar:
         task = bar.add_task("writing clips", total=n)
-        write_synthetic(out, n, seed, res, frames, progress=lambda: bar.advance(task),
-                        workers=workers or default_workers())
-    typer.echo(f"{out} ({n} clips, {len(MOTIONS)} classes)")
+        written = write_synthetic(out, n, seed, res, frames, progress=lambda: bar.advance(task),
+                                  workers=workers or default_workers())
+    typer.echo(f"{out} ({n} clips, {len({p.parent.name for p in written})} classes)")  # clip i is class i mod 8
 
 
 def _train_precision(value: str) -> str:
@@ -412,7 +424,7 @@ def train_vae_cmd(
                           ckpt_every=ckpt_every, seed=seed, lpips=str(lpips) if lpips else None, precision=precision)
     t0 = time.perf_counter()
     train_vae(data, out, cfg, tcfg, device, resume, init, out.with_suffix(".csv"))
-    typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
+    _trained(out, t0)
 
 
 @train_app.command("dit")
@@ -450,7 +462,7 @@ def train_dit_cmd(
                           seed=seed, precision=precision)
     t0 = time.perf_counter()
     train_dit(data, vae, out, tcfg, device, resume, out.with_suffix(".csv"))
-    typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
+    _trained(out, t0)
 
 
 @train_app.command("autodecode")
@@ -492,7 +504,7 @@ def train_autodecode_cmd(
                             precision=precision)
     t0 = time.perf_counter()
     train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
-    typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
+    _trained(out, t0)
 
 
 @train_app.command("encoder")
@@ -526,7 +538,7 @@ def train_encoder_cmd(
                               refine_steps=refine_steps, precision=precision)
     t0 = time.perf_counter()
     train_encoder(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
-    typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
+    _trained(out, t0)
 
 
 @train_app.command("classifier")

@@ -201,6 +201,7 @@ def test_ddp_two_processes_match_single_process(tmp_path, clips):
                           "-m", "nerv_rt.train", *args, "--out", str(tmp_path / "ddp.pt")],
                          cwd=ROOT, capture_output=True, text=True)
     assert ddp.returncode == 0, ddp.stderr
+    assert ddp.stdout.count("ddp.pt (") == 1, ddp.stdout  # the last line once, from rank 0
     a, b = ckpt_io.load(tmp_path / "single.pt"), ckpt_io.load(tmp_path / "ddp.pt")
     torch.manual_seed(0)  # the trainers' initial weights: compare the two updates, not two untouched models
     init = NeRVVAE(a.config).state_dict()

@@ -107,7 +107,10 @@ def sd_vae_decoder(res: int, frames: int, device: str, precision: str, warmup: i
     call captured once as a CUDA graph and replayed, as for the NeRV decoder."""
     import torch
     from diffusers import AutoencoderKL
+    from diffusers.utils import logging as diffusers_logging
 
+    # .to(dtype) logs which of its modules (none) should stay fp32: a note for from_pretrained users, not ours
+    diffusers_logging.set_verbosity_error()
     dtype = getattr(torch, DTYPES[precision])
     if weights:
         vae = AutoencoderKL.from_pretrained(weights, local_files_only=True)
