@@ -44,18 +44,18 @@ from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES, GRAPHS, GraphSpec, gra
 from .trt_ops import unsupported_ops
 
 DEFAULT_OPSET = 18
+MIN_DECODER_PSNR_DB = 45.0
+TRACE_DIMS = {"B": 2, "F": 16}  # traced sizes; validation runs other sizes to prove the dims are dynamic
+CHECK_DIMS = {"B": 3, "F": 7}
 
 
 def _is_export(folder: Path) -> bool:
-    """An export folder of graphs only: a checkpoint's folder (graphs beside its weights) is not replaced."""
+    """An export folder of graphs only: a checkpoint's folder (graphs beside its weights) is never replaced."""
     return (folder / MANIFEST_FILE).is_file() and not (folder / CONFIG_FILE).exists()
 
 
 EXPORT_FOLDER = FolderOutput("an earlier export", lambda folder: _is_export(folder) or all(
     e.is_dir() and _is_export(e) for e in folder.iterdir()))
-MIN_DECODER_PSNR_DB = 45.0
-TRACE_DIMS = {"B": 2, "F": 16}  # traced sizes; validation runs other sizes to prove the dims are dynamic
-CHECK_DIMS = {"B": 3, "F": 7}
 
 
 def onnx_model(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
