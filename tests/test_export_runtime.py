@@ -135,15 +135,17 @@ def test_fractional_frame_times_and_encode(tiny_export):
     assert video.shape == (1, 3, 128, 128, 3)
     clip = pipe.decode(tokens, frames=16)
     assert pipe.encode(clip).shape == (1, 32, 16)
-    with pytest.raises(NervError, match="encode expects"):
-        pipe.encode(clip[:, :5])
+    for bad in (clip[:, :5], clip / 255.0, clip[:0]):  # too few frames, floats, no video
+        with pytest.raises(NervError, match="encode expects uint8 videos"):
+            pipe.encode(bad)
 
 
 def test_pipeline_input_errors(tiny_export, monkeypatch):
     pipe = Pipeline.load(tiny_export, backend="onnxruntime")
     for kwargs, msg in [({"frames": 0}, "--frames"), ({"frames": 5000}, "--frames"), ({"res": 64}, "not available"),
                         ({"sampler": "euler"}, "unknown sampler"), ({"steps": 0}, "--steps"), ({"n": 0}, "--n"),
-                        ({"class_label": 99}, "--class")]:
+                        ({"class_label": 99}, "--class"), ({"class_label": 2.7}, "--class must be a whole number"),
+                        ({"frames": 16.0}, "--frames must be a whole number"), ({"seed": 1.5}, "--seed must be")]:
         with pytest.raises(NervError, match=msg):
             pipe.generate(**kwargs)
     with pytest.raises(NervError, match="unknown backend"):
@@ -174,6 +176,21 @@ def test_video_i_of_a_seed_is_the_same_at_any_n_and_batch(tiny_export):
     pipe.model().backend.max_batch = 1  # runs of one video each
     np.testing.assert_allclose(pipe.sample_tokens(n=3, steps=3, seed=5, class_label=1), three, atol=1e-5)
     assert not np.allclose(three[0], three[1])
+
+
+def test_one_pipeline_shared_by_threads_gives_each_call_its_video(tiny_export):
+    """The engines reuse their buffers from call to call: calls from several threads take turns on one pipeline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    want = {seed: pipe.generate(frames=4, steps=8, seed=seed) for seed in range(16)}
+    with ThreadPoolExecutor(4) as pool:
+        got = dict(zip(range(16), pool.map(lambda seed: pipe.generate(frames=4, steps=8, seed=seed), range(16))))
+    assert all(np.array_equal(got[s], want[s]) for s in want)
+    tokens = pipe.sample_tokens(n=2, steps=2)
+    with ThreadPoolExecutor(2) as pool:
+        chunks = list(pool.map(lambda _: list(pipe.iter_frames(tokens, frames=8, chunk=2)), range(2)))
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(*chunks))
 
 
 def test_decode_finds_the_resolution_from_the_tokens(tmp_path):

@@ -9,6 +9,7 @@ exported graphs and onnxruntime this module never imports torch.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def _token_std(source: ModelSource) -> np.ndarray:
 
 def check_sampling(steps: int, sampler: str, guidance: float, eta: float = 0.0, n: int = 1, seed: int = 0) -> None:
     """Refuse bad sampling arguments before any work, each in one line naming the option."""
+    _check_ints(steps=steps, n=n, seed=seed)
     if sampler not in SAMPLERS:
         raise NervError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if not 1 <= steps <= MAX_STEPS:
@@ -104,7 +106,15 @@ def check_sampling(steps: int, sampler: str, guidance: float, eta: float = 0.0, 
         raise NervError(f"--seed must be in 0..2^63-1, got {seed}")
 
 
+def _check_ints(**values: object) -> None:
+    """Counts, indices and seeds are whole numbers (numpy's too), never floats or bools."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise NervError(f"--{name} must be a whole number, got {v!r}")
+
+
 def check_frames(frames: int) -> None:
+    _check_ints(frames=frames)
     if not 1 <= frames <= MAX_FRAMES:
         raise NervError(f"--frames must be in 1..{MAX_FRAMES}, got {frames}")
 
@@ -117,6 +127,9 @@ def default_fps(cfg: ModelConfig, frames: int) -> Fraction:
 class Pipeline:
     def __init__(self, models: list[_Model]):
         self.models = {m.config.res: m for m in models}
+        # The engines reuse their input / output buffers and captured graphs from call to call: calls from several
+        # threads take turns per engine run (a sampling run, a decoder chunk, an encoding), each result copied out
+        self._lock = threading.Lock()
         first = models[0].backend
         self.backend_name, self.device, self.precision = first.name, first.device, first.precision
 
@@ -219,14 +232,15 @@ class Pipeline:
                 raise NervError(f"--class must be in 0..{cfg.num_classes - 1}, got {v.label}")
         # 1. Seeded host inputs: labels, x_T, per-step noise, coefficient table
         host = prepare_inputs(videos, cfg.tokens, cfg.token_dim, cfg.num_classes, steps, sampler, eta, guidance)
-        # 2. Denoising loop: one captured CUDA graph (None if the capture failed), or step by step
-        x = m.captured()((len(videos), steps, sampler, eta, guidance), host) if m.backend.can_capture else None
-        if x is None:
-            x = denoise(m.engine("dit"), DeviceInputs.from_host(m.backend, host), guidance, progress)
-        elif progress is not None:
-            progress(steps)
-        # 3. Back to the decoder's token scale (a new array: a captured graph's output buffer is reused)
-        return x * m.token_std
+        with self._lock:
+            # 2. Denoising loop: one captured CUDA graph (None if the capture failed), or step by step
+            x = m.captured()((len(videos), steps, sampler, eta, guidance), host) if m.backend.can_capture else None
+            if x is None:
+                x = denoise(m.engine("dit"), DeviceInputs.from_host(m.backend, host), guidance, progress)
+            elif progress is not None:
+                progress(steps)
+            # 3. Back to the decoder's token scale (a new array: a captured graph's output buffer is reused)
+            return x * m.token_std
 
     def decode(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
                frame_t: np.ndarray | None = None) -> np.ndarray:
@@ -297,8 +311,10 @@ class Pipeline:
         decoder, step = m.engine("decoder"), m.decode_chunk(chunk)
         for i in range(tokens.shape[0]):
             for s in range(0, len(times), step):
-                frames_out = decoder(tokens=tokens[i:i + 1], frame_t=m.backend.asarray(times[s:s + step]))["frames"]
-                yield i, s, to_uint8(m.backend.numpy(frames_out))
+                with self._lock:
+                    frames_out = decoder(tokens=tokens[i:i + 1], frame_t=m.backend.asarray(times[s:s + step]))["frames"]
+                    block = to_uint8(m.backend.numpy(frames_out))
+                yield i, s, block
 
     def _decode_times(self, m: _Model, frames: int, frame_t: np.ndarray | None, chunk: int) -> np.ndarray:
         times = frame_times(frames) if frame_t is None else np.asarray(frame_t, np.float32).reshape(-1)
@@ -336,13 +352,16 @@ class Pipeline:
         if video.ndim == 4:
             video = video[None]
         expected = (cfg.frames, cfg.res, cfg.res, 3)
-        if video.ndim != 5 or video.shape[1:] != expected:
-            raise NervError(f"encode expects videos [n, {cfg.frames}, {cfg.res}, {cfg.res}, 3], got {video.shape}")
+        if video.dtype != np.uint8 or video.ndim != 5 or video.shape[1:] != expected or len(video) == 0:
+            raise NervError(f"encode expects uint8 videos [n >= 1, {cfg.frames}, {cfg.res}, {cfg.res}, 3], got "
+                            f"{video.dtype} {video.shape}")
         encoder = m.engine("encoder")
         x = (video.astype(np.float32) / 127.5 - 1.0).transpose(0, 1, 4, 2, 3)  # (n, T, 3, H, W)
-        tokens = np.stack([m.backend.numpy(encoder(video=m.backend.asarray(v[None]))["mean"])[0].copy() for v in x])
-        if refine_steps:
-            tokens = m.backend.numpy(m.backend.refine_tokens(m.backend.asarray(tokens), m.backend.asarray(x), refine_steps))
+        with self._lock:
+            tokens = np.stack([m.backend.numpy(encoder(video=m.backend.asarray(v[None]))["mean"])[0].copy() for v in x])
+            if refine_steps:
+                tokens = m.backend.numpy(m.backend.refine_tokens(m.backend.asarray(tokens), m.backend.asarray(x),
+                                                                 refine_steps))
         return tokens
 
     @staticmethod
@@ -350,6 +369,8 @@ class Pipeline:
         """A class given by index or by name (the training set's folder names) -> index."""
         if label is None:
             return None
+        if not isinstance(label, str):
+            _check_ints(**{"class": label})
         if isinstance(label, str) and not label.lstrip("-").isdigit():
             if label not in cfg.class_names:
                 names = ", ".join(cfg.class_names) or "none recorded"
