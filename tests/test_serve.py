@@ -88,7 +88,8 @@ def test_concurrent_requests_share_sampling_runs(server):
     (b"{not json", 400, None), (b"[1, 2]", 400, None), ({"colour": "red"}, 400, "colour"),
     ({"class": "spin"}, 422, "class"), ({"res": 512}, 422, "res"), ({"frames": 0}, 422, "frames"),
     ({"frames": 100000}, 422, "frames"), ({"steps": 5000}, 422, "steps"), ({"guidance": -1}, 422, "guidance"),
-    ({"seed": "x"}, 422, "seed"), ({"format": "avi"}, 422, "format"), (b"{" + b" " * 5000 + b"}", 413, None)])
+    ({"seed": "x"}, 422, "seed"), ({"format": "avi"}, 422, "format"), (b"{" + b" " * 5000 + b"}", 413, None),
+    (b"[" * 2000 + b"]" * 2000, 400, None)])  # nested past Python's recursion limit
 def test_bad_requests_get_4xx_and_the_service_stays_up(server, body, status, field):
     got, _, raw = _request(f"{server}/generate", body)
     assert got == status, raw
@@ -100,6 +101,36 @@ def test_wrong_method_and_route(server):
     assert _request(f"{server}/generate")[0] == 405
     status, _, body = _request(f"{server}/nope")
     assert status == 404 and json.loads(body)["error"].startswith("no route")
+
+
+def test_what_cannot_serve_is_one_error_line_before_serving(tmp_path):
+    """A port in use is refused before Ray starts; replicas the machine cannot place, or that fail to load, are
+    named (Ray itself would wait for the resources forever, or report "Failed to update the deployments")."""
+    import socket
+
+    from nerv_rt.errors import NervError
+    from nerv_rt.serve.app import ServeOptions
+    from nerv_rt.serve.run import _check_resources, _failure
+    from tests.test_cli import assert_clean_error
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_clean_error(run("serve", "--port", port), f"cannot listen on 127.0.0.1:{port}")
+    have = {"CPU": 2.0}
+    _check_resources(ServeOptions(replicas=2), have)
+    for options, need in ((ServeOptions(replicas=3), "3 replicas at --num-cpus 1 need 3 CPUs and this machine has 2"),
+                          (ServeOptions(num_gpus=1, device="cuda"), "need 1 GPUs and this machine has 0"),
+                          (ServeOptions(min_replicas=0, max_replicas=4, num_cpus=4), "1 replica at --num-cpus 4")):
+        with pytest.raises(NervError, match=need):
+            _check_resources(options, have)
+
+    class Status:  # serve.status() after a replica's constructor raised
+        deployments = {"Generator": type("D", (), {"message": "Traceback (most recent call last):\n  File ...\n"
+                                                   "nerv_rt.errors.CheckpointError: x: the export has no fp16 dit graph"})}
+    serve = type("Serve", (), {"status": staticmethod(lambda: type("S", (), {"applications": {"nerv-rt": Status}}))})
+    assert _failure(serve, RuntimeError("Failed to update")) == "CheckpointError: x: the export has no fp16 dit graph"
 
 
 def test_a_killed_replica_is_replaced(server):  # last: it kills the module's replica

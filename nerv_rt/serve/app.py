@@ -85,6 +85,8 @@ class Generator:
         self.pipe = Pipeline.load(self.options.model, backend=self.options.backend,
                                   device=self.options.replica_device(), precision=self.options.precision)
         self.configs = {r: m.config for r, m in self.pipe.models.items()}
+        for m in self.pipe.models.values():  # load (and verify) the graphs now: a replica that cannot serve fails here
+            m.engine("dit"), m.engine("decoder")
         self.generate.set_max_batch_size(self.options.max_batch)
         self.generate.set_batch_wait_timeout_s(self.options.batch_wait_ms / 1000)
         self.runs = itertools.count(1)
@@ -122,8 +124,8 @@ class Generator:
                                     "tokens": c.tokens} for r, c in self.configs.items()},
                 "batching": {"max_batch": self.options.max_batch, "batch_wait_ms": self.options.batch_wait_ms}}
 
-    # Size and wait are set from the options in __init__. One batch at a time: the pipeline's engines, buffers and
-    # captured graphs are not for two threads at once; the event loop stays free (to_thread) to queue the next batch.
+    # Size and wait are set from the options in __init__. One batch at a time: the pipeline's engine runs take turns
+    # anyway (Pipeline's lock); the event loop stays free (to_thread) to queue the next batch.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, max_concurrent_batches=1)
     async def generate(self, requests: list[GenerateRequest]) -> list[_Clip | Exception]:
         return await asyncio.to_thread(self._run, requests)

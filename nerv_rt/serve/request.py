@@ -70,6 +70,8 @@ def parse_request(body: bytes, models: dict[int, ModelConfig]) -> GenerateReques
         d = json.loads(body or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(400, None, f"body is not JSON ({e})") from None
+    except RecursionError:
+        raise RequestError(400, None, "body is JSON nested too deeply") from None
     if not isinstance(d, dict):
         raise RequestError(400, None, "body must be a JSON object")
     unknown = sorted(set(d) - set(FIELDS))

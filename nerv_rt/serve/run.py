@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
+import socket
 import time
 from collections.abc import Callable
 from unittest import mock
@@ -28,6 +30,8 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
         for source in resolve(options.model):
             resolve_backend(options.backend, source, options.replica_device())
     host = host or ("0.0.0.0" if joined else "127.0.0.1")  # a cluster's proxies must be reachable from outside
+    if not joined:
+        _check_port_free(host, port)
     # Serve restarts a proxy that is not ready within 5 s, three times over; on a busy small machine a proxy's start
     # takes longer than that and serve.start fails. The Ray processes started here inherit the environment of
     # ray.init (a user's own setting wins); this process's environment is left as it was.
@@ -40,13 +44,18 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
         logging.getLogger(name).setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, interrupt)  # as Ctrl-C (after ray.init, which installs its own handler)
     try:
+        if not joined:  # replicas Ray cannot place would wait for resources forever, without a word
+            _check_resources(options, ray.cluster_resources())
         serve_was_running = joined and _serve_running()
         if serve_was_running and APP_NAME in serve.status().applications:
             raise NervError(f"the cluster at {address} already runs an application named {APP_NAME!r}; "
                             f"`serve delete {APP_NAME}` it first")
         try:
             serve.start(http_options={"host": host, "port": port})
-            serve.run(deployment(options), name=APP_NAME, route_prefix="/")
+            try:
+                serve.run(deployment(options), name=APP_NAME, route_prefix="/")
+            except RuntimeError as e:  # "Deploying application failed": the reason is in the deployment's status
+                raise NervError(f"the generator replicas failed to start: {_failure(serve, e)}") from None
             replicas = (f"{options.min_replicas}-{options.max_replicas} replicas (autoscaling)"
                         if options.min_replicas is not None else f"{options.replicas} replica{'s' * (options.replicas > 1)}")
             say(f"serving {options.model} on http://{host}:{port} ({replicas}, batches of up to {options.max_batch} "
@@ -60,6 +69,32 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
     finally:
         ray.shutdown()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP proxy binds: a port in TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise NervError(f"cannot listen on {host}:{port} ({e.strerror}); stop what uses it or pass another --port") from None
+
+
+def _check_resources(options: ServeOptions, have: dict[str, float]) -> None:
+    """The replicas that must start (--replicas, or --min-replicas of at least one) fit this Ray instance."""
+    n = options.replicas if options.min_replicas is None else max(options.min_replicas, 1)
+    for flag, per, key in (("--num-cpus", options.num_cpus, "CPU"), ("--num-gpus", options.num_gpus, "GPU")):
+        if n * per > have.get(key, 0) + 1e-9:
+            raise NervError(f"{n} replica{'s' * (n > 1)} at {flag} {per:g} need {n * per:g} {key}s and this machine has "
+                            f"{have.get(key, 0):g}: ask for fewer replicas or a smaller {flag}")
+
+
+def _failure(serve, error: RuntimeError) -> str:
+    """The last exception line of the Generator deployment's status message (a replica's traceback), else `error`."""
+    app = serve.status().applications.get(APP_NAME)
+    message = app.deployments["Generator"].message if app and "Generator" in app.deployments else ""
+    raised = [line.strip() for line in message.splitlines() if re.match(r"\s*[\w.]+(Error|Exception): ", line)]
+    return re.sub(r"^[\w.]+\.(?=\w+: )", "", raised[-1]) if raised else str(error)
 
 
 def _serve_running() -> bool:
