@@ -291,14 +291,14 @@ def generate(
     from .runtime.video_io import check_output_path, output_paths
 
     # 1. Check everything before any work: a bad argument must not cost a sampling run
-    check_output_path(out, n)
     check_frames(frames)
     check_sampling(steps, sampler, guidance, 0.0, n, seed)
+    check_output_path(out, n)
     pipe = Pipeline.load(model, backend=backend, device=device, precision=precision, cuda_graph=cuda_graph)
     m = pipe.model(res)
     pipe.class_index(class_label, m.config)
     pipe.check_chunk(chunk, m.config.res, frames)
-    m.engine("dit"), m.engine("decoder")  # load (and verify) the graphs now: their errors come before any output
+    m.load_graphs()
     fps = default_fps(m.config, frames) if fps is None else fps
     paths = output_paths(out, n)
     console.print(f"{model} at {m.config.res}^2 on {pipe.describe()}")
@@ -781,8 +781,8 @@ def bench(
     cfg = BenchConfig.quick_config(**kw) if quick else BenchConfig(**{"preset": "L", "resolutions": (128, 256),
                                                                       "scaling_frames": frames_list, **kw})
     check_config(cfg)
-    if out is not None and not out.parent.is_dir():
-        _fail(f"--out {out}: folder {out.parent} does not exist")
+    if out is not None and out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; bench writes a folder (results.json, results.md, scaling.png)")
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="nerv-rt-bench-quick-")) if quick else Path("bench/results/latest")
     results: dict = {}

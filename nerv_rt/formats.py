@@ -67,27 +67,38 @@ def sha256_checkpoint(path: Path) -> str:
 class FolderOutput:
     """A kind of output folder. An existing folder at the output path is replaced only when it is empty or `holds`
     says it is an earlier output of this kind: never a folder of a user's other files."""
-    what: str  # "an export folder", for the error message
+    what: str | None  # "an earlier export", for the error message; None: only an empty folder is replaced
     holds: Callable[[Path], bool] = lambda folder: False
 
 
-NEW_FOLDER = FolderOutput("empty")
+NEW_FOLDER = FolderOutput(None)
 
 
 def check_replaceable(path: Path, folder: FolderOutput | None) -> None:
     """Refuse to write over what the output would destroy: a folder with a file, a file with a folder, a non-empty
-    folder that is not an earlier output of this kind. A file replaces an earlier file, as other tools' -o does."""
+    folder that is not an earlier output of this kind, a symbolic link to a folder, the current folder or one above
+    it. A file replaces a file, as other tools' -o does."""
     if not (path.exists() or path.is_symlink()):
         return
     if folder is None:
         if path.is_dir():
             raise NervError(f"{path} is a folder; give a file name for the output")
         return
+    if path.is_symlink():
+        raise NervError(f"{path} is a symbolic link; give the folder it points to, or another output path")
     if not path.is_dir():
         raise NervError(f"{path} exists and is not a folder; remove it or choose another output path")
+    if Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise NervError(f"{path} is the current folder or holds it; choose another output path")
     if any(path.iterdir()) and not folder.holds(path):
-        kind = "" if folder is NEW_FOLDER else f" or {folder.what}"
+        kind = f" or {folder.what}" if folder.what else ""
         raise NervError(f"{path} exists and is not empty{kind}; remove it or choose another output path")
+
+
+def named_path(path: str | Path) -> Path:
+    """`path`, or where it ends in "." / ".." (no name of its own), the folder it means: outputs go beside their name."""
+    path = Path(path)
+    return path.resolve() if path.name in ("", ".", "..") else path
 
 
 @contextlib.contextmanager
@@ -97,9 +108,7 @@ def atomic_path(path: str | Path, folder: FolderOutput | None = None) -> Iterato
     fails it is removed: readers never see a half-written `path`. What is at `path` already is checked first
     (check_replaceable). The result gets the permissions a plain open() or mkdir() would give, not mkstemp's 0600 /
     mkdtemp's 0700."""
-    path = Path(path)
-    if not path.name:  # "." or "/": name the folder itself
-        path = path.resolve()
+    path = named_path(path)
     check_replaceable(path, folder)
     parent = path.parent if str(path.parent) else Path(".")
     if folder:
@@ -114,6 +123,7 @@ def atomic_path(path: str | Path, folder: FolderOutput | None = None) -> Iterato
         os.umask(umask)
         os.chmod(tmp, (0o777 if folder else 0o666) & ~umask)
         if folder and path.exists():
+            check_replaceable(path, folder)  # again: what is there may have changed while the output was made
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)

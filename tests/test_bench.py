@@ -102,6 +102,7 @@ def test_bench_bad_arguments(tmp_path, args, pattern):
     assert not (tmp_path / "o").exists()
 
 
-def test_bench_out_needs_an_existing_folder(tmp_path):
-    assert_clean_error(run("bench", "--quick", "--out", tmp_path / "no" / "o"), f"folder {tmp_path / 'no'} does not exist")
-    assert list(tmp_path.iterdir()) == []
+def test_bench_out_must_be_a_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep")
+    assert_clean_error(run("bench", "--quick", "--out", tmp_path / "notes.txt"), "is a file; bench writes a folder")
+    assert (tmp_path / "notes.txt").read_text() == "keep"

@@ -42,8 +42,11 @@ def test_outputs_replace_only_earlier_outputs(tmp_path):
     assert len(list((tmp_path / "frames").iterdir())) == 3
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(NervError, match="exists and is not empty or a folder of frame"):
-        save_video(v, tmp_path / "mine")
+    (tmp_path / "ffmpeg").mkdir()
+    (tmp_path / "ffmpeg" / "frame_00001.png").write_bytes(b"another tool's frame, numbered from 1")
+    for taken in ("mine", "ffmpeg"):
+        with pytest.raises(NervError, match="exists and is not empty or a folder of frame_00000.png"):
+            save_video(v, tmp_path / taken)
     (tmp_path / "b.gif").mkdir()
     with pytest.raises(NervError, match="is a folder"):
         save_video(v, tmp_path / "b.gif")

@@ -123,7 +123,7 @@ class OrtBackend(Backend):
             raise NervError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         if precision == "bf16" and device == "cpu":
             raise NervError("--precision bf16 on onnxruntime needs --device cuda: its CPU provider has no bf16 MatMul / "
-                            "Conv kernels; on the CPU use fp32 or fp16, or --backend torch or aoti")
+                            "Conv kernels; on the CPU use fp32 or fp16, or a checkpoint with --backend torch")
         self.device, self.precision, self.cuda_graph = device, precision, cuda_graph
         self.folder, self.manifest = source.path, source.manifest
         self.specs = graph_specs(source.config)

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NervError
+from ..formats import FolderOutput
 
 CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "assets" / "classifier"
 GRAPH_FILE, META_FILE = "classifier.onnx", "classifier.json"
+CLASSIFIER_FOLDER = FolderOutput("a classifier folder", lambda folder: all(
+    e.is_file() and e.name in (GRAPH_FILE, META_FILE) for e in folder.iterdir()))
 INPUT_RES = 64
 FRAMES = 16
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from torch import nn
 
 from .. import __version__
 from ..checkpoint import Checkpoint, build_models
-from ..errors import NervError
+from ..errors import CheckpointError, NervError
 from ..formats import (
     CONFIG_FILE,
     EXPORT_FORMAT,
@@ -31,6 +32,7 @@ from ..formats import (
     WEIGHTS_FILE,
     FolderOutput,
     atomic_path,
+    read_json,
     sha256_checkpoint,
     sha256_file,
 )
@@ -49,13 +51,25 @@ TRACE_DIMS = {"B": 2, "F": 16}  # traced sizes; validation runs other sizes to p
 CHECK_DIMS = {"B": 3, "F": 7}
 
 
-def _is_export(folder: Path) -> bool:
-    """An export folder of graphs only: a checkpoint's folder (graphs beside its weights) is never replaced."""
-    return (folder / MANIFEST_FILE).is_file() and not (folder / CONFIG_FILE).exists()
+# What an export writes into its folder: graphs (+ typed), AOTInductor packages, TensorRT engines and timing caches
+_EXPORT_FILE = re.compile(rf"({'|'.join(GRAPHS)})(\.\w+)*\.(onnx|pt2|plan)|timing-.+\.cache|{re.escape(MANIFEST_FILE)}")
 
 
-EXPORT_FOLDER = FolderOutput("an earlier export", lambda folder: _is_export(folder) or all(
-    e.is_dir() and _is_export(e) for e in folder.iterdir()))
+def holds_export_files(folder: Path, weights: bool = False) -> bool:
+    """Whether `folder` holds an export's manifest and nothing but files an export (with `weights`, a packaged
+    model: its checkpoint files too) writes: the test before replacing it, so that no other file is ever lost."""
+    allowed = {CONFIG_FILE, WEIGHTS_FILE} if weights else set()
+    try:
+        read_json(folder / MANIFEST_FILE, EXPORT_FORMAT, EXPORT_VERSION, "export manifest")
+    except CheckpointError:
+        return False
+    return all(e.is_file() and not e.is_symlink() and (e.name in allowed or _EXPORT_FILE.fullmatch(e.name))
+               for e in folder.iterdir())
+
+
+# One model's export, or one sub-folder per resolution (named by it) when the source held several
+EXPORT_FOLDER = FolderOutput("an earlier export", lambda folder: holds_export_files(folder) or all(
+    e.is_dir() and e.name.isdigit() and holds_export_files(e) for e in folder.iterdir()))
 
 
 def onnx_model(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],

@@ -9,19 +9,20 @@ copy (export/shared_weights.py), so the weights are stored once. The last stage 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint as ckpt_io
-from ..formats import MANIFEST_FILE, FolderOutput, atomic_path
+from ..formats import FolderOutput, atomic_path
 from ..runtime.sources import ASSETS_DIR
-from .onnx_export import DEFAULT_OPSET, export_checkpoint
+from .onnx_export import DEFAULT_OPSET, export_checkpoint, holds_export_files
 from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES
 
-PACKAGE_FOLDER = FolderOutput("a packaged model (folders of weights and graphs)",
-                              lambda folder: all((e / MANIFEST_FILE).is_file() for e in folder.iterdir()))
+PACKAGE_FOLDER = FolderOutput("a packaged model (<preset>-<res> folders of weights and graphs)", lambda folder: all(
+    e.is_dir() and re.fullmatch(r"\w+-\d+", e.name) and holds_export_files(e, weights=True) for e in folder.iterdir()))
 
 
 def package(checkpoints: Sequence[Path], out: Path = ASSETS_DIR, step: Callable[[str], None] = print) -> Path:

@@ -70,6 +70,6 @@ class CapturedSampler:
             denoise(engine, inputs, host.guidance)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads' CUDA calls stay legal
             output = denoise(engine, inputs, host.guidance)
         return _Captured(graph, engine, inputs, output)

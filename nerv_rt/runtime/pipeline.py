@@ -52,18 +52,25 @@ class _Model:
     def __post_init__(self) -> None:
         self._engines: dict = {}
         self._captured = None
+        self._loading = threading.Lock()  # one engine per graph, also when threads first ask for it at once
 
     def engine(self, graph: str):
-        if graph not in self._engines:
-            self._engines[graph] = self.backend.engine(graph)
-        return self._engines[graph]
+        with self._loading:
+            if graph not in self._engines:
+                self._engines[graph] = self.backend.engine(graph)
+            return self._engines[graph]
+
+    def load_graphs(self) -> None:
+        """Load (and verify) the DiT and decoder now, so that their errors come before any work."""
+        self.engine("dit"), self.engine("decoder")
 
     def captured(self):
-        if self._captured is None:
-            from .captured import CapturedSampler
+        with self._loading:
+            if self._captured is None:
+                from .captured import CapturedSampler
 
-            self._captured = CapturedSampler(self.backend)
-        return self._captured
+                self._captured = CapturedSampler(self.backend)
+            return self._captured
 
     @property
     def graphs_captured(self) -> int:
@@ -214,7 +221,10 @@ class Pipeline:
             done = k * steps
             parts.append(self.sample(run, m.config.res, steps, sampler, guidance, eta,
                                      None if progress is None else (lambda i, done=done: progress(done + i, total))))
-        return parts[0] if len(parts) == 1 else m.backend.concat(parts)
+        if len(parts) == 1:
+            return parts[0]
+        with self._lock:  # device work, as every engine run
+            return m.backend.concat(parts)
 
     def sample(self, videos: Sequence[VideoDraw], res: int | None = None, steps: int = DEFAULT_STEPS,
                sampler: str = "ddim", guidance: float = DEFAULT_GUIDANCE, eta: float = 0.0,
@@ -306,9 +316,10 @@ class Pipeline:
 
     def _chunks(self, m: _Model, tokens: Array | np.ndarray, times: np.ndarray,
                 chunk: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        if isinstance(tokens, np.ndarray):
-            tokens = m.backend.asarray(tokens.astype(np.float32))
         decoder, step = m.engine("decoder"), m.decode_chunk(chunk)
+        with self._lock:  # device work (a host-to-device copy on GPU backends), as every engine run
+            if isinstance(tokens, np.ndarray):
+                tokens = m.backend.asarray(tokens.astype(np.float32))
         for i in range(tokens.shape[0]):
             for s in range(0, len(times), step):
                 with self._lock:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tempfile
 from collections.abc import Iterable
 from fractions import Fraction
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NervError
-from ..formats import FolderOutput, atomic_path, check_replaceable
+from ..formats import FolderOutput, atomic_path, check_replaceable, named_path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -32,8 +31,17 @@ def list_videos(root: str | Path) -> list[Path]:
 
 
 FORMATS = {".mp4": "H.264 video", ".gif": "animated GIF", "": "folder of PNG frames"}
-PNG_FRAMES = FolderOutput("a folder of frame_*.png",
-                          lambda folder: all(re.fullmatch(r"frame_\d+\.png", e.name) for e in folder.iterdir()))
+def _frame_name(k: int) -> str:
+    return f"frame_{k:05d}.png"
+
+
+def _holds_frames(folder: Path) -> bool:
+    """Exactly what write_frames writes: frame_00000.png, frame_00001.png, ... (other tools number from 1)."""
+    names = {e.name for e in folder.iterdir() if e.is_file() and not e.is_symlink()}
+    return names == {_frame_name(k) for k in range(len(names))} and len(names) == len(list(folder.iterdir()))
+
+
+PNG_FRAMES = FolderOutput("a folder of frame_00000.png ... written by nerv-rt", _holds_frames)
 _CRF = {"high": "12", "normal": "18"}
 MAX_FPS = 1000
 
@@ -45,7 +53,7 @@ def check_fps(fps: float) -> None:
 
 def output_paths(path: str | Path, n: int) -> list[Path]:
     """Where `n` videos go: the path itself for one, `<stem>-<i><ext>` for several."""
-    path = Path(path)
+    path = named_path(path)
     if n == 1:
         return [path]
     return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(n)]
@@ -54,7 +62,7 @@ def output_paths(path: str | Path, n: int) -> list[Path]:
 def check_output_path(path: str | Path, n: int = 1) -> None:
     """Fail early, before any work, on an unknown extension, a missing / read-only folder, or an output (of `n`
     videos: output_paths) that would replace what is not an earlier output of its kind (check_replaceable)."""
-    path = Path(path)
+    path = named_path(path)
     if path.suffix.lower() not in FORMATS:
         kinds = ", ".join(f"{k or '<folder>'} ({v})" for k, v in FORMATS.items())
         raise NervError(f"{path}: unknown output extension {path.suffix!r}; use one of {kinds}")
@@ -105,7 +113,7 @@ def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: float = 8, quali
             return
         frames = (frame for chunk in chunks for frame in chunk)
         for k, frame in enumerate(frames):
-            iio.imwrite(tmp / f"frame_{k:05d}.png", frame)
+            iio.imwrite(tmp / _frame_name(k), frame)
 
 
 def _write_mp4(chunks: Iterable[np.ndarray], path: Path, fps: float, quality: str) -> None:

@@ -21,12 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.synthetic import MOTIONS, make_clip
-from ..evaluate.classifier import FRAMES, GRAPH_FILE, INPUT_RES, META_FILE, prepare
+from ..evaluate.classifier import CLASSIFIER_FOLDER, FRAMES, GRAPH_FILE, INPUT_RES, META_FILE, prepare
 from ..export.onnx_export import DEFAULT_OPSET, onnx_model
-from ..formats import FolderOutput, atomic_path, atomic_write_text
-
-CLASSIFIER_FOLDER = FolderOutput(
-    "a classifier folder", lambda folder: {e.name for e in folder.iterdir()} <= {GRAPH_FILE, META_FILE})
+from ..formats import atomic_path, atomic_write_text
 
 SWAP_X = {"pan_left": "pan_right", "pan_right": "pan_left"}
 SWAP_Y = {"pan_up": "pan_down", "pan_down": "pan_up"}

@@ -76,10 +76,12 @@ def check_same_model(saved: ModelConfig, asked: ModelConfig, out: Path) -> None:
     """`--resume` goes on training the saved model: other preset, resolution or shape flags are refused in one line."""
     differ = [k for k in ("preset", "res", "frames", "tokens", "token_dim", "encoder", "decoder")
               if getattr(saved, k) != getattr(asked, k)]
+    if differ and (saved.preset, saved.res) == (asked.preset, asked.res):
+        raise NervError(f"--resume: {out} has another {', '.join(differ)} than this nerv-rt's {saved.preset} preset at "
+                        f"{saved.res}^2 (saved by another version); start a new run from it with --init")
     if differ:
         raise NervError(f"--resume: {out} is a {saved.preset} model at {saved.res}^2 and these flags ask for "
-                        f"{asked.preset} at {asked.res}^2 ({', '.join(differ)} differ); resume it with --preset "
-                        f"{saved.preset} --res {saved.res}")
+                        f"{asked.preset} at {asked.res}^2; resume it with --preset {saved.preset} --res {saved.res}")
 
 
 def train_vae(data_dir: Path, out: Path, model_cfg: ModelConfig, cfg: VAETrainConfig, device: str = "auto",
