@@ -409,7 +409,7 @@ def train_vae_cmd(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = TRAIN_PRECISION,
 ) -> None:
-    """Train NeRV-VAE: L2 + perceptual + hinge GAN (after a warm-up) + KL. Writes OUT and OUT.csv."""
+    """Train NeRV-VAE: L2 + perceptual + hinge GAN (after a warm-up) + KL. Writes OUT and its log, OUT with .csv."""
     _train_common(out, device)  # first: names the train extra when torch or its data libraries are missing
     from .models.presets import preset as make_preset
     from .train.vae import VAETrainConfig, train_vae

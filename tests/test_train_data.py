@@ -17,7 +17,7 @@ from nerv_rt.data.video_folder import VideoFolder
 from nerv_rt.errors import NervError
 from nerv_rt.models.hyper_ae import NeRVVAE
 from nerv_rt.models.presets import preset
-from nerv_rt.runtime.video_io import save_video
+from nerv_rt.runtime.video_io import read_video, save_video
 from nerv_rt.train.dit import DiTTrainConfig, train_dit
 from nerv_rt.train.vae import VAETrainConfig, train_vae
 
@@ -100,8 +100,44 @@ def test_video_folder_errors(tmp_path):
         VideoFolder(tmp_path, 16, 128)
     (tmp_path / "c" / "broken.mp4").unlink()
     save_video(np.zeros((5, 128, 128, 3), np.uint8), tmp_path / "c" / "short.mp4")
-    with pytest.raises(NervError, match="short.mp4: 5 frames, but clips need 16"):
+    with pytest.raises(NervError, match="short.mp4: 5 frames, but the model's clips are 16 frames long"):
         VideoFolder(tmp_path, 16, 128)
+    (tmp_path / "c" / "short.mp4").unlink()
+    import av
+
+    with av.open(str(tmp_path / "c" / "audio.mp4"), "w") as c:  # sound alone, as an extracted soundtrack
+        stream = c.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            c.mux(packet)
+    with pytest.raises(NervError, match="audio.mp4: no video stream in the file"):
+        VideoFolder(tmp_path, 16, 128)
+    with pytest.raises(NervError, match="audio.mp4: no video stream in the file"):
+        read_video(tmp_path / "c" / "audio.mp4")
+    with pytest.raises(NervError, match="is a file; give a folder of videos"):
+        VideoFolder(tmp_path / "c" / "audio.mp4", 16, 128)
+
+
+def test_video_folder_layouts(tmp_path, clips, monkeypatch):
+    """Linked class folders count (a split made of links), a video beside the class folders is refused, and videos
+    that would not fit in memory decoded are read from their files each time."""
+    import shutil
+
+    split = tmp_path / "split"
+    split.mkdir()
+    for cls in sorted(p.name for p in clips.iterdir())[:2]:
+        (split / cls).symlink_to(clips / cls, target_is_directory=True)
+    linked = VideoFolder(split, 16, 128)
+    assert len(linked) == 2 and linked.num_classes == 2
+    shutil.copy(linked.paths[0], split / "loose.mp4")
+    with pytest.raises(NervError, match="loose.mp4: a video beside the class folders"):
+        VideoFolder(split, 16, 128)
+    cached = VideoFolder(clips, 16, 128)
+    monkeypatch.setattr("nerv_rt.data.video_folder.available_bytes", lambda: 2**20)  # 1 MB free for 3 MB of frames
+    with pytest.warns(UserWarning, match="decoded would take about 3 MB of memory; each clip is decoded from its file"):
+        uncached = VideoFolder(clips, 16, 128)
+    assert torch.equal(uncached.clip(1, 0.5), cached.clip(1, 0.5))
 
 
 VAE_FAST = dict(batch=2, frames_per_step=2, gan_start=1.0, ckpt_every=2, seed=0)

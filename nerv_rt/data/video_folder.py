@@ -1,17 +1,20 @@
 """Any folder of videos as clips of T frames at res x res in [-1, 1].
 
-Labels come from the first folder level (UCF-101 layout: <root>/<Class>/<video>.avi); videos
-directly in the root get label 0. Clip positions are chosen by the caller (the training loop's
-seeded generator), so that data-parallel ranks agree on one global batch.
+Labels come from the first folder level (UCF-101 layout: <root>/<Class>/<video>.avi); a folder of
+videos without class folders is one class. Clip positions are chosen by the caller (the training loop's
+seeded generator), so that data-parallel ranks agree on one global batch. Decoded videos are kept in memory
+while they fit in half of what is available, else each clip is decoded from its file when drawn.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import NervError
+from ..runtime.memory import GB, available_bytes
 from ..runtime.video_io import count_frames, list_videos, read_video, video_fps
 
 
@@ -22,13 +25,22 @@ class VideoFolder:
         self.root, self.frames, self.res = root, frames, res
         self.paths = paths
         self.classes = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
+        loose = [p for p in paths if len(p.relative_to(root).parts) == 1]
+        if self.classes and loose:
+            raise NervError(f"{loose[0]}: a video beside the class folders of {root} ({len(loose)} in all) has no class; "
+                            "move it into one")
         index = {c: i for i, c in enumerate(self.classes)}
-        self.labels = [index.get(p.relative_to(root).parts[0], 0) if len(p.relative_to(root).parts) > 1 else 0
-                       for p in paths]
+        self.labels = [index.get(p.relative_to(root).parts[0], 0) for p in paths]
         self.lengths = [count_frames(p) for p in paths]  # also catches unreadable files up front
         for p, n in zip(paths, self.lengths):
             if n < frames:
-                raise NervError(f"{p}: {n} frames, but clips need {frames} (--frames)")
+                raise NervError(f"{p}: {n} frames, but the model's clips are {frames} frames long")
+        decoded = sum(self.lengths) * res * res * 3
+        if cache and decoded > available_bytes() // 2:
+            size = f"{decoded / GB:.1f} GB" if decoded >= GB else f"{decoded / 2**20:.0f} MB"
+            warnings.warn(f"{root}: its videos decoded would take about {size} of memory; each clip is decoded from "
+                          "its file instead (slower)", stacklevel=2)
+            cache = False
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     @property

@@ -20,11 +20,20 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 def list_videos(root: str | Path) -> list[Path]:
-    """Every video file under `root`, sorted; a clear error when there are none."""
+    """Every video file under `root` (linked folders followed, once each), sorted; a clear error when there are none."""
     root = Path(root)
+    if root.is_file():
+        raise NervError(f"{root} is a file; give a folder of videos (one sub-folder per class)")
     if not root.is_dir():
         raise NervError(f"{root}: data folder does not exist")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    paths, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):  # a split made of linked class folders
+        if os.path.realpath(folder) in seen:  # a link back up the tree
+            subfolders.clear()
+            continue
+        seen.add(os.path.realpath(folder))
+        paths += [Path(folder) / f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS]
+    paths = sorted(p for p in paths if p.is_file())
     if not paths:
         raise NervError(f"{root}: no videos found (looked for {', '.join(VIDEO_EXTENSIONS)})")
     return paths
@@ -145,7 +154,7 @@ def read_video(path: str | Path, start: int = 0, count: int | None = None, size:
     frames = []
     try:
         with av.open(str(path)) as container:
-            for k, frame in enumerate(container.decode(video=0)):
+            for k, frame in enumerate(container.decode(_video_stream(container, path))):
                 if k < start:
                     continue
                 if count is not None and len(frames) == count:
@@ -156,6 +165,13 @@ def read_video(path: str | Path, start: int = 0, count: int | None = None, size:
     if not frames:
         raise NervError(f"{path}: no video frames decoded")
     return np.stack(frames)
+
+
+def _video_stream(container, path: str | Path):
+    """The file's first video stream; a file of audio (or nothing) alone is an error naming it."""
+    if not container.streams.video:
+        raise NervError(f"{path}: no video stream in the file")
+    return container.streams.video[0]
 
 
 def _resize_crop(frame, size: int) -> np.ndarray:
@@ -173,11 +189,11 @@ def count_frames(path: str | Path) -> int:
 
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = _video_stream(container, path)
             if stream.frames:
                 return int(stream.frames)
-            return sum(1 for _ in container.decode(video=0))
-    except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:
+            return sum(1 for _ in container.decode(stream))
+    except (av.error.FFmpegError, OSError, ValueError) as e:
         raise NervError(f"{path}: cannot read video ({e})") from None
 
 
@@ -187,8 +203,8 @@ def video_fps(path: str | Path) -> float:
 
     try:
         with av.open(str(path)) as container:
-            rate = container.streams.video[0].average_rate
-    except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:
+            rate = _video_stream(container, path).average_rate
+    except (av.error.FFmpegError, OSError, ValueError) as e:
         raise NervError(f"{path}: cannot read video ({e})") from None
     if not rate:
         raise NervError(f"{path}: the video declares no frame rate")
