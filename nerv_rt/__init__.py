@@ -10,14 +10,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Pipeline", "save_video", "__version__"]
+__all__ = ["Pipeline", "read_video", "save_video", "__version__"]
 
 
 def __getattr__(name: str):
     if name == "Pipeline":
         from .runtime.pipeline import Pipeline
         return Pipeline
-    if name == "save_video":
-        from .runtime.video_io import save_video
-        return save_video
+    if name in ("read_video", "save_video"):
+        from .runtime import video_io
+        return getattr(video_io, name)
     raise AttributeError(f"module 'nerv_rt' has no attribute {name!r}")

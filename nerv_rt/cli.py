@@ -611,9 +611,12 @@ def reconstruct(
     clip, recon = reconstruct_clip(pipe, video, res, refine_steps)
     save_video(np.concatenate([clip, recon], axis=2), out, fps=fps or pipe.model(res).config.fps)
     psnr, ssim = clip_metrics(clip, recon)
+    steps = pipe.default_refine_steps(res) if refine_steps is None else refine_steps
+    size = pipe.model(res).config.res
     typer.echo(str(out))
     console.print(f"PSNR {psnr:.2f} dB | SSIM {ssim:.4f} | motion {motion(recon):.1f} vs {motion(clip):.1f} "
-                  f"(mean |last - first frame|, /255) | {pipe.describe()}")
+                  f"(mean |last - first frame|, /255) | {steps} refinement steps | the first {len(clip)} frames, "
+                  f"shorter side resized to {size} and centre-cropped | {pipe.describe()}")
 
 
 @eval_app.command("recon")

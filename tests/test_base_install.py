@@ -33,6 +33,7 @@ def test_base_install_runs_the_deploy_path(tmp_path, clips, tiny_export, model):
     clip = next(clips.rglob("*.mp4"))
     res = run("reconstruct", clip, "--model", model, "--out", tmp_path / "sbs.mp4", without=BASE_ONLY)
     assert res.returncode == 0, res.stderr
+    assert "| 0 refinement steps | the first 16 frames, shorter side resized to 128" in res.stderr  # no autograd on ORT
     assert read_frames(tmp_path / "sbs.mp4")[1] == (128, 256, 3)
     res = run("eval", "recon", clips, "--model", model, "--json", without=BASE_ONLY)
     assert res.returncode == 0, res.stderr

@@ -235,6 +235,8 @@ def test_decode_finds_the_resolution_from_the_tokens(tmp_path):
         pipe.decode(tokens, frames=2, res=128)
     with pytest.raises(NervError, match="fit no resolution"):
         pipe.decode(np.zeros((1, 7, 16), np.float32), frames=2)
+    clip = pipe.decode(tokens, frames=16)  # 256^2
+    assert pipe.encode(clip, refine_steps=0).shape == (1, 40, 16)  # encode finds it too
 
 
 def test_edited_onnx_is_refused(tmp_path, tiny_export):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from nerv_rt.errors import NervError
-from nerv_rt.runtime.video_io import read_video, save_video
+from nerv_rt.runtime.video_io import save_video
 
 
 def _video(frames=6, size=64):
@@ -14,9 +14,11 @@ def _video(frames=6, size=64):
 
 
 def test_mp4_round_trip(tmp_path):
+    import nerv_rt
+
     v = _video()
-    (path,) = save_video(v, tmp_path / "a.mp4", fps=8, quality="high")
-    back = read_video(path)
+    (path,) = nerv_rt.save_video(v, tmp_path / "a.mp4", fps=8, quality="high")
+    back = nerv_rt.read_video(path)
     assert back.shape == v.shape
     mse = np.mean((back.astype(float) - v) ** 2)
     assert 10 * np.log10(255**2 / mse) > 30  # H.264 is lossy, but not by much on smooth content

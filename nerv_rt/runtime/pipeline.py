@@ -353,15 +353,18 @@ class Pipeline:
     def encode(self, video: np.ndarray, res: int | None = None, refine_steps: int | None = None) -> np.ndarray:
         """Tokens of uint8 videos [n, T, H, W, 3] (T = the model's clip length, H = W = res) -> float32
         (n, N, d_z): the encoder's posterior means, then `refine_steps` Adam steps on each video's tokens
-        against the decoder (semi-amortized encoding, torch backends; None = default_refine_steps)."""
+        against the decoder (semi-amortized encoding, torch backends; None = default_refine_steps). `res` defaults
+        to the resolution the videos have."""
+        video = np.asarray(video)
+        if video.ndim == 4:
+            video = video[None]
+        if res is None and video.ndim == 5 and video.shape[2] in self.models:
+            res = video.shape[2]
         refine_steps = self.default_refine_steps(res) if refine_steps is None else refine_steps
         if refine_steps < 0:
             raise NervError(f"--refine-steps must be >= 0, got {refine_steps}")
         m = self.model(res)
         cfg = m.config
-        video = np.asarray(video)
-        if video.ndim == 4:
-            video = video[None]
         expected = (cfg.frames, cfg.res, cfg.res, 3)
         if video.dtype != np.uint8 or video.ndim != 5 or video.shape[1:] != expected or len(video) == 0:
             raise NervError(f"encode expects uint8 videos [n >= 1, {cfg.frames}, {cfg.res}, {cfg.res}, 3], got "
