@@ -3,10 +3,12 @@
 Labels come from the first folder level (UCF-101 layout: <root>/<Class>/<video>.avi); a folder of
 videos without class folders is one class. Clip positions are chosen by the caller (the training loop's
 seeded generator), so that data-parallel ranks agree on one global batch. Decoded videos are kept in memory
-while they fit in half of what is available, else each clip is decoded from its file when drawn.
+while they fit in half of what is available (shared by torchrun's processes), else each clip is decoded from its
+file when drawn.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -36,7 +38,8 @@ class VideoFolder:
             if n < frames:
                 raise NervError(f"{p}: {n} frames, but the model's clips are {frames} frames long")
         decoded = sum(self.lengths) * res * res * 3
-        if cache and decoded > available_bytes() // 2:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # under torchrun each process keeps its own copy
+        if cache and decoded > available_bytes() // (2 * processes):
             size = f"{decoded / GB:.1f} GB" if decoded >= GB else f"{decoded / 2**20:.0f} MB"
             warnings.warn(f"{root}: its videos decoded would take about {size} of memory; each clip is decoded from "
                           "its file instead (slower)", stacklevel=2)
