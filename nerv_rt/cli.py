@@ -781,8 +781,7 @@ def bench(
               sd_vae=str(sd_vae) if sd_vae else None, generator_source=str(model) if model else None)
     kw.update({k: v for k, v in (("repeats", repeats), ("warmup", warmup)) if v is not None})
     kw.update({k: v for k, v in (("preset", preset), ("resolutions", tuple(res or ()))) if v})  # what was given
-    cfg = BenchConfig.quick_config(**kw) if quick else BenchConfig(**{"preset": "L", "resolutions": (128, 256),
-                                                                      "scaling_frames": frames_list, **kw})
+    cfg = BenchConfig.quick_config(**kw) if quick else BenchConfig(scaling_frames=frames_list, **kw)
     check_config(cfg)
     if out is not None and out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; bench writes a folder (results.json, results.md, scaling.png)")

@@ -8,7 +8,6 @@ file when drawn.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from ..errors import NervError
 from ..runtime.memory import GB, available_bytes
 from ..runtime.video_io import count_frames, list_videos, read_video, video_fps
+from ..train.common import world_size
 
 
 class VideoFolder:
@@ -38,8 +38,7 @@ class VideoFolder:
             if n < frames:
                 raise NervError(f"{p}: {n} frames, but the model's clips are {frames} frames long")
         decoded = sum(self.lengths) * res * res * 3
-        processes = int(os.environ.get("WORLD_SIZE", "1"))  # under torchrun each process keeps its own copy
-        if cache and decoded > available_bytes() // (2 * processes):
+        if cache and decoded > available_bytes() // (2 * world_size()):  # under torchrun each process keeps a copy
             size = f"{decoded / GB:.1f} GB" if decoded >= GB else f"{decoded / 2**20:.0f} MB"
             warnings.warn(f"{root}: its videos decoded would take about {size} of memory; each clip is decoded from "
                           "its file instead (slower)", stacklevel=2)

@@ -40,14 +40,17 @@ def list_videos(root: str | Path) -> list[Path]:
 
 
 FORMATS = {".mp4": "H.264 video", ".gif": "animated GIF", "": "folder of PNG frames"}
+
+
 def _frame_name(k: int) -> str:
     return f"frame_{k:05d}.png"
 
 
 def _holds_frames(folder: Path) -> bool:
     """Exactly what write_frames writes: frame_00000.png, frame_00001.png, ... (other tools number from 1)."""
-    names = {e.name for e in folder.iterdir() if e.is_file() and not e.is_symlink()}
-    return names == {_frame_name(k) for k in range(len(names))} and len(names) == len(list(folder.iterdir()))
+    entries = list(folder.iterdir())
+    return (all(e.is_file() and not e.is_symlink() for e in entries)
+            and {e.name for e in entries} == {_frame_name(k) for k in range(len(entries))})
 
 
 PNG_FRAMES = FolderOutput("a folder of frame_00000.png ... written by nerv-rt", _holds_frames)
