@@ -109,6 +109,16 @@ def test_chunked_decode_equals_one_call(tiny_export):
     assert np.abs(whole.astype(int) - chunked.astype(int)).max() <= 1
 
 
+def test_decode_takes_nested_lists_and_refuses_other_shapes(tiny_export):
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    tokens = pipe.sample_tokens(steps=2, seed=0)
+    assert np.array_equal(pipe.decode(tokens.tolist(), frames=3), pipe.decode(tokens, frames=3))
+    with pytest.raises(NervError, match="shape \\(32, 16\\)"):
+        pipe.decode(tokens[0], frames=3)
+    with pytest.raises(NervError, match="array \\(n, N, d_z\\) of numbers"):
+        list(pipe.iter_frames([[[0.0, 1.0], [2.0]]], frames=3))
+
+
 def test_render_streams_frames_into_the_file(tiny_export, tmp_path):
     import tracemalloc
 

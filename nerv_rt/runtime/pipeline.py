@@ -126,6 +126,17 @@ def check_frames(frames: int) -> None:
         raise NervError(f"--frames must be in 1..{MAX_FRAMES}, got {frames}")
 
 
+def as_tokens(tokens: Array | np.ndarray | Sequence) -> Array | np.ndarray:
+    """Tokens as given when they are an array (numpy, or the backend's own), else a float32 numpy array of them
+    (nested lists)."""
+    if hasattr(tokens, "shape"):
+        return tokens
+    try:
+        return np.asarray(tokens, np.float32)
+    except (TypeError, ValueError) as e:
+        raise NervError(f"tokens must be an array (n, N, d_z) of numbers: {e}") from None
+
+
 def default_fps(cfg: ModelConfig, frames: int) -> Fraction:
     """The frame rate that keeps a training clip's duration: more frames play as a faster rate, not slower motion."""
     return Fraction(cfg.fps).limit_denominator(1001) * frames / cfg.frames
@@ -178,6 +189,8 @@ class Pipeline:
     def model_for_tokens(self, tokens: Array, res: int | None) -> _Model:
         """The model that decodes `tokens` (n, N, d): `res` when given, else the one resolution whose token
         shape they have."""
+        if len(tokens.shape) != 3:
+            raise NervError(f"tokens must be one array (n, N, d_z) of n videos' tokens, got shape {tuple(tokens.shape)}")
         shape = tuple(tokens.shape[1:])
         if res is not None:
             m = self.model(res)
@@ -259,6 +272,7 @@ class Pipeline:
         Frames are queried at evenly spaced times in [0, 1] (more frames than training interpolate);
         pass `frame_t` to choose the times yourself (any floats, extrapolation included). `res` defaults
         to the resolution whose token shape `tokens` has."""
+        tokens = as_tokens(tokens)
         m = self.model_for_tokens(tokens, res)
         times = self._decode_times(m, frames, frame_t, chunk)
         res_ = m.config.res
@@ -272,6 +286,7 @@ class Pipeline:
     def iter_frames(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
                     frame_t: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield (video index, first frame index, uint8 [c, H, W, 3]) one decoder call at a time."""
+        tokens = as_tokens(tokens)
         m = self.model_for_tokens(tokens, res)
         return self._chunks(m, tokens, self._decode_times(m, frames, frame_t, chunk), chunk)
 
@@ -283,6 +298,7 @@ class Pipeline:
         one path (several videos go to <stem>-0<ext>, <stem>-1<ext>, ...) or one path per video. `fps` defaults
         to the rate that keeps the training clip's duration (`default_fps`). `timings`, if given, receives
         decode_s and write_s."""
+        tokens = as_tokens(tokens)
         m = self.model_for_tokens(tokens, res)
         paths = output_paths(path, tokens.shape[0]) if isinstance(path, (str, Path)) else [Path(p) for p in path]
         if len(paths) != tokens.shape[0]:
