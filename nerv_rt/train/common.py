@@ -137,20 +137,24 @@ def lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
 
 
 class CsvLog:
-    """Append-only CSV of training scalars; one row per logged step (rank 0 only)."""
+    """Append-only CSV of training scalars; one row per logged step (rank 0 only). A new log is started (its
+    header written, an old file of that name replaced) with its first row, so a run that fails before its first
+    step leaves none."""
 
     def __init__(self, path: Path | None, fields: list[str], resume: bool):
         self.path, self.fields = path, ["step", "time_s", *fields]
         self.start = time.time()
-        if path is not None and not (resume and path.exists()):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerow(self.fields)
+        self._new = path is not None and not (resume and path.exists())
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if self.path is None:
             return
-        with open(self.path, "a", newline="") as f:
+        if self._new:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w" if self._new else "a", newline="") as f:
+            if self._new:
+                csv.writer(f).writerow(self.fields)
+                self._new = False
             csv.writer(f).writerow([step, f"{time.time() - self.start:.1f}", *(f"{values[k]:.6g}" for k in self.fields[2:])])
 
 
