@@ -402,7 +402,8 @@ def train_vae_cmd(
     kl_weight: float = typer.Option(1e-6, help="Weight of the KL term (summed over tokens)."),
     perceptual_weight: float = typer.Option(0.1, help="Weight of the perceptual term (LPIPS or its substitute)."),
     lpips: Path | None = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
-    init: Path | None = typer.Option(None, help="Start from another VAE checkpoint's matching weights (e.g. 128 -> 256)."),
+    init: Path | None = typer.Option(None, help="Start from a VAE checkpoint of the same preset (e.g. its 128 model "
+                                     "at 256): each tensor's overlapping block."),
     ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of weights and data order."),

@@ -391,6 +391,8 @@ def test_init_from_copies_the_overlapping_block(tmp_path):
     torch.testing.assert_close(own["encoder.patch_embed.weight"], src["encoder.patch_embed.weight"])  # same shape
     torch.testing.assert_close(own["decoder.convs.1.head.mix.weight"][:, :32], src["decoder.convs.1.head.mix.weight"])
     torch.testing.assert_close(own["encoder.queries"][:, :32], src["encoder.queries"])  # 32 of the 40 queries
+    with pytest.raises(NervError, match="is a tiny model and this run trains S"):
+        init_from(NeRVVAE(preset("S", 128, num_classes=8)), tmp_path / "r128.pt")
 
 
 def test_autodecode_fits_decoder_bank_and_encoder(tmp_path, clips, tiny_ckpt):
@@ -471,3 +473,17 @@ def test_autodecode_fits_decoder_bank_and_encoder(tmp_path, clips, tiny_ckpt):
     ck = train_dit(clips, tmp_path / "w4.pt", tmp_path / "dit.pt", DiTTrainConfig(steps=2, batch=4, ckpt_every=2), "cpu",
                    show_progress=False)
     assert ck.dit is not None and ck.vae.keys() == whole.vae.keys()
+
+
+def test_csv_log_starts_with_its_first_row(tmp_path):
+    from nerv_rt.train.common import CsvLog
+
+    path = tmp_path / "logs" / "run.csv"
+    CsvLog(path, ["loss"], resume=False)  # a run that fails before its first step
+    assert not path.exists()
+    log = CsvLog(path, ["loss"], resume=False)
+    log.write(1, {"loss": 0.5})
+    CsvLog(path, ["loss"], resume=True).write(2, {"loss": 0.25})
+    assert _csv_column(path, "loss").tolist() == [0.5, 0.25]
+    CsvLog(path, ["loss"], resume=False).write(1, {"loss": 1.0})  # a new run replaces the old log
+    assert _csv_column(path, "loss").tolist() == [1.0]

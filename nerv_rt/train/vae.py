@@ -58,13 +58,18 @@ class VAETrainConfig:
 
 
 @torch.no_grad()
-def init_from(model: torch.nn.Module, path: Path) -> int:
-    """Warm-start from another VAE checkpoint (e.g. 128^2 -> 256^2): every tensor of the same name
-    gets the overlapping block of the other's values (all of it when the shapes match; the first 32
-    of 40 tokens' weights for the token-mixing heads and queries). Returns how many tensors were copied."""
+def init_from(model: NeRVVAE, path: Path) -> int:
+    """Warm-start from another VAE checkpoint of the same preset (e.g. 128^2 -> 256^2): every tensor of the same
+    name gets the overlapping block of the other's values (all of it when the shapes match; the first 32 of 40
+    tokens' weights for the token-mixing heads and queries). Another preset's weights have other widths, and
+    a block of them is no warm start: refused. Returns how many tensors were copied."""
+    saved = ckpt_io.load(path)
+    if saved.config.preset != model.cfg.preset:
+        raise NervError(f"--init {path} is a {saved.config.preset} model and this run trains {model.cfg.preset}; "
+                        f"warm-start from a model of the same preset (--preset {saved.config.preset})")
     own = model.state_dict()
     copied = 0
-    for k, v in ckpt_io.load(path).vae.items():
+    for k, v in saved.vae.items():
         if k in own and own[k].ndim == v.ndim:
             block = tuple(slice(0, min(a, b)) for a, b in zip(own[k].shape, v.shape))
             own[k][block] = v[block]
