@@ -10,13 +10,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Pipeline", "read_video", "save_video", "__version__"]
+__all__ = ["NervError", "Pipeline", "read_video", "save_video", "__version__"]
 
 
 def __getattr__(name: str):
     if name == "Pipeline":
         from .runtime.pipeline import Pipeline
         return Pipeline
+    if name == "NervError":
+        from .errors import NervError
+        return NervError
     if name in ("read_video", "save_video"):
         from .runtime import video_io
         return getattr(video_io, name)

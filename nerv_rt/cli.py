@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import NervError, interrupt, missing_extra, module_extra, require
+from .errors import ON_COMMAND_LINE, NervError, interrupt, missing_extra, module_extra, require
 from .models.presets import PRESETS
 
 # typer vendors click (>= 0.20) or depends on it (older); its BadParameter is a click UsageError either way.
@@ -53,6 +53,7 @@ class _Group(typer.core.TyperGroup):
         kwargs["standalone_mode"] = False  # errors come back here instead of click's multi-line usage report
         # SIGTERM (timeout, kill) stops like Ctrl-C, so nothing half-written stays behind
         previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
+        on_command_line = ON_COMMAND_LINE.set(True)  # errors name flags (--refine-steps), not parameters
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
@@ -62,6 +63,7 @@ class _Group(typer.core.TyperGroup):
         except typer.Abort:
             _one_line("aborted", 1)
         finally:
+            ON_COMMAND_LINE.reset(on_command_line)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         sys.exit(code if isinstance(code, int) else 0)

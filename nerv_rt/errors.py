@@ -1,9 +1,21 @@
 """The one exception type users see: the CLI prints its message as a single line and exits 2."""
 from __future__ import annotations
 
+import contextvars
+
 
 class NervError(Exception):
     """A problem the user can fix (bad input, bad file, missing optional dependency)."""
+
+
+# Whether errors are being read on the command line: set by the CLI while it runs a command.
+ON_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("nerv_rt_on_command_line", default=False)
+
+
+def option(name: str, flag: str | None = None) -> str:
+    """How an error names a parameter: its command-line flag (`flag`, else `name` with dashes: --refine-steps)
+    when the CLI runs, the Python API's parameter name (refine_steps) otherwise."""
+    return f"--{flag or name.replace('_', '-')}" if ON_COMMAND_LINE.get() else name
 
 
 def interrupt(*_) -> None:

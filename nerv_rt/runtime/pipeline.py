@@ -21,7 +21,7 @@ import numpy as np
 from ..diffusion import SAMPLERS
 from ..engines import Backend, open_backend
 from ..engines.base import Array
-from ..errors import NervError
+from ..errors import NervError, option
 from ..models.presets import ModelConfig
 from .frames import frame_times, to_uint8
 from .memory import check_fits, decoder_bytes_per_frame, max_chunk
@@ -102,28 +102,30 @@ def check_sampling(steps: int, sampler: str, guidance: float, eta: float = 0.0, 
     if sampler not in SAMPLERS:
         raise NervError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if not 1 <= steps <= MAX_STEPS:
-        raise NervError(f"--steps must be in 1..{MAX_STEPS}, got {steps}")
+        raise NervError(f"{option('steps')} must be in 1..{MAX_STEPS}, got {steps}")
     if not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
-        raise NervError(f"--guidance must be a number in 0..{MAX_GUIDANCE:g}, got {guidance}")
+        raise NervError(f"{option('guidance')} must be a number in 0..{MAX_GUIDANCE:g}, got {guidance}")
     if not (math.isfinite(eta) and 0 <= eta <= 1):
-        raise NervError(f"eta must be a number in 0..1, got {eta}")
+        raise NervError(f"{option('eta')} must be a number in 0..1, got {eta}")
     if n < 1:
-        raise NervError(f"--n must be at least 1, got {n}")
+        raise NervError(f"{option('n')} must be at least 1, got {n}")
     if not 0 <= seed <= MAX_SEED:
-        raise NervError(f"--seed must be in 0..2^63-1, got {seed}")
+        raise NervError(f"{option('seed')} must be in 0..2^63-1, got {seed}")
 
 
 def _check_ints(**values: object) -> None:
     """Counts, indices and seeds are whole numbers (numpy's too), never floats or bools."""
+    flags = {"class_label": "class"}
     for name, v in values.items():
+        flag = flags.get(name)
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise NervError(f"--{name} must be a whole number, got {v!r}")
+            raise NervError(f"{option(name, flag)} must be a whole number, got {v!r}")
 
 
 def check_frames(frames: int) -> None:
     _check_ints(frames=frames)
     if not 1 <= frames <= MAX_FRAMES:
-        raise NervError(f"--frames must be in 1..{MAX_FRAMES}, got {frames}")
+        raise NervError(f"{option('frames')} must be in 1..{MAX_FRAMES}, got {frames}")
 
 
 def as_tokens(tokens: Array | np.ndarray | Sequence) -> Array | np.ndarray:
@@ -183,7 +185,7 @@ class Pipeline:
         if res is None:
             return self.models[self.resolutions[0]]
         if res not in self.models:
-            raise NervError(f"--res {res} is not available; this model has {', '.join(map(str, self.resolutions))}")
+            raise NervError(f"{option('res')} {res} is not available; this model has {', '.join(map(str, self.resolutions))}")
         return self.models[res]
 
     def model_for_tokens(self, tokens: Array, res: int | None) -> _Model:
@@ -252,7 +254,7 @@ class Pipeline:
                             f"{m.sample_batch} (use sample_tokens, which splits)")
         for v in videos:
             if v.label is not None and not 0 <= v.label < cfg.num_classes:
-                raise NervError(f"--class must be in 0..{cfg.num_classes - 1}, got {v.label}")
+                raise NervError(f"{option('class_label', 'class')} must be in 0..{cfg.num_classes - 1}, got {v.label}")
         # 1. Seeded host inputs: labels, x_T, per-step noise, coefficient table
         host = prepare_inputs(videos, cfg.tokens, cfg.token_dim, cfg.num_classes, steps, sampler, eta, guidance)
         with self._lock:
@@ -355,10 +357,10 @@ class Pipeline:
         """Refuse a decoder chunk below 1, or one whose decoder call (of at most `frames` frames) needs more
         memory than there is."""
         if chunk < 1:
-            raise NervError(f"--chunk must be at least 1, got {chunk}")
+            raise NervError(f"{option('chunk')} must be at least 1, got {chunk}")
         cfg, calls = self.model(res).config, min(chunk, frames or chunk)
-        check_fits(calls * decoder_bytes_per_frame(cfg), f"one decoder call of --chunk {calls} frames at {cfg.res}^2",
-                   f"use --chunk {max_chunk(cfg)} or less (frames are decoded chunk by chunk)")
+        check_fits(calls * decoder_bytes_per_frame(cfg), f"one decoder call of {option('chunk')} {calls} frames at {cfg.res}^2",
+                   f"use {option('chunk')} {max_chunk(cfg)} or less (frames are decoded chunk by chunk)")
 
     def default_refine_steps(self, res: int | None = None) -> int:
         """The refinement steps `encode` runs when not told: the model's own (config.refine_steps), or 0
@@ -378,7 +380,7 @@ class Pipeline:
             res = video.shape[2]
         refine_steps = self.default_refine_steps(res) if refine_steps is None else refine_steps
         if refine_steps < 0:
-            raise NervError(f"--refine-steps must be >= 0, got {refine_steps}")
+            raise NervError(f"{option('refine_steps')} must be >= 0, got {refine_steps}")
         m = self.model(res)
         cfg = m.config
         expected = (cfg.frames, cfg.res, cfg.res, 3)
@@ -400,14 +402,14 @@ class Pipeline:
         if label is None:
             return None
         if not isinstance(label, str):
-            _check_ints(**{"class": label})
+            _check_ints(class_label=label)
         if isinstance(label, str) and not label.lstrip("-").isdigit():
             if label not in cfg.class_names:
                 names = ", ".join(cfg.class_names) or "none recorded"
-                raise NervError(f"--class {label!r} is not a class of this model (names: {names})")
+                raise NervError(f"{option('class_label', 'class')} {label!r} is not a class of this model (names: {names})")
             return cfg.class_names.index(label)
         if not 0 <= int(label) < cfg.num_classes:
-            raise NervError(f"--class must be in 0..{cfg.num_classes - 1}, got {label}")
+            raise NervError(f"{option('class_label', 'class')} must be in 0..{cfg.num_classes - 1}, got {label}")
         return int(label)
 
     def synchronize(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NervError
+from ..errors import NervError, option
 from ..formats import FolderOutput, atomic_path, check_replaceable, named_path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -60,7 +60,7 @@ MAX_FPS = 1000
 
 def check_fps(fps: float) -> None:
     if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-        raise NervError(f"--fps must be a number in (0, {MAX_FPS}], got {fps}")
+        raise NervError(f"{option('fps')} must be a number in (0, {MAX_FPS}], got {fps}")
 
 
 def output_paths(path: str | Path, n: int) -> list[Path]:
