@@ -242,14 +242,15 @@ def _print_export_summary(folder: Path) -> None:
 @app.command()
 def build(
     folder: Path = typer.Argument(..., help="Export folder (from `nerv-rt export`)."),
-    precision: str = typer.Option("fp16", help="fp32, fp16 or bf16: the engines are built strongly typed from the "
-                                  "export's graphs of that precision (`nerv-rt export --precision`)."),
+    precision: str = typer.Option("auto", help="fp32, fp16 or bf16: the engines are built strongly typed from the "
+                                  "export's graphs of that precision (`nerv-rt export --precision`); auto: fp16 "
+                                  "where the export has fp16 graphs, else bf16 where it has those, else fp32."),
     max_batch: int | None = typer.Option(None, help="Most videos per DiT call (default: the export's)."),
     max_frames: int | None = typer.Option(None, help="Most frames per decoder call (default: the export's)."),
     workspace: float = typer.Option(4.0, callback=_number(0, 1024, lo_open=True), help="Builder workspace limit in GB."),
 ) -> None:
     """Build TensorRT engines from an export folder. An engine is reused while its key (ONNX sha256,
-    precision, profiles, TensorRT version, GPU and compute capability) is unchanged."""
+    precision, profiles, TensorRT version, GPU and compute capability, builder settings) is unchanged."""
     from .export.trt_build import build_engines
     from .runtime.sources import resolve
 

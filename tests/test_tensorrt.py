@@ -83,6 +83,28 @@ def test_cache_key_changes_trigger_rebuild(field, value):
     assert json.loads(json.dumps(old)) == old  # stored in the manifest as JSON
 
 
+def test_build_picks_the_exports_typed_graphs():
+    from nerv_rt.export.trt_build import typed_precision
+
+    def manifest(*typed):
+        return {"graphs": {g: {"precisions": {p: {} for p in typed}} for g in ("dit", "decoder", "encoder")}}
+
+    assert typed_precision(manifest()) == "fp32"  # `nerv-rt export` without --precision
+    assert typed_precision(manifest("bf16")) == "bf16"
+    assert typed_precision(manifest("bf16", "fp16")) == "fp16"
+    partial = manifest("fp16")
+    del partial["graphs"]["encoder"]["precisions"]["fp16"]
+    assert typed_precision(partial) == "fp32"
+
+
+def test_plans_of_an_older_build_policy_are_rebuilt():
+    from nerv_rt.export import trt_build
+
+    recorded = {k: v for k, v in engine_key(**BASE).items() if k != "build_policy"}  # a plan from before the field
+    assert stale_fields(recorded, engine_key(**BASE)) == ["build_policy"]
+    assert stale_fields({**recorded, "build_policy": trt_build.BUILD_POLICY - 1}, engine_key(**BASE)) == ["build_policy"]
+
+
 def test_engine_from_another_gpu_or_tensorrt_says_rebuild(tmp_path):
     entry = {"key": engine_key(**BASE)}
     check_runtime_match(entry, "10.3.0", "NVIDIA H100", "9.0", tmp_path / "dit.fp16.plan")

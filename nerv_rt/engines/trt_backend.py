@@ -12,7 +12,9 @@ What the TensorRT headers require and how this module meets it (shared/reference
   stream joins the capture and is always joined back, also when the enqueue fails;
 - `engine()` gives a new execution context on every call, so each captured graph owns one context whose
   bindings nothing changes after capture; contexts run one at a time on one stream, so they share one
-  activation buffer (USER_MANAGED allocation), sized to the largest engine.
+  activation buffer (USER_MANAGED allocation), sized to the larger of the DiT and the decoder. The encoder's
+  engine is loaded when first asked for (generation never needs it), with a buffer of its own only where it
+  needs more than that one.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def engines_ready(source: ModelSource, precision: str = "fp32") -> bool:
 class TrtEngine:
     """One execution context of one engine, with static, aligned input and output buffers per input shape."""
 
-    def __init__(self, spec: GraphSpec, engine: trt.ICudaEngine, backend: TrtBackend):
+    def __init__(self, spec: GraphSpec, engine: trt.ICudaEngine, backend: TrtBackend, scratch: Any):
         import torch
 
         self.spec, self.torch, self.stream = spec, torch, backend.stream
@@ -68,7 +70,7 @@ class TrtEngine:
         if context is None:
             raise NervError(f"{spec.name} engine: TensorRT could not create an execution context")
         self.context = context
-        self.context.set_device_memory(backend.scratch.data_ptr(), backend.scratch.numel())
+        self.context.set_device_memory(scratch.data_ptr(), scratch.numel())
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.BF16: torch.bfloat16,
                   trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -143,13 +145,14 @@ class TrtBackend(Backend):
         self.gpu = gpu_identity()
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.stream = torch.cuda.Stream()
-        self._engines = {g: self._load(g) for g in GRAPHS if engine_entry(self.manifest, g, precision)}
-        if "dit" not in self._engines or "decoder" not in self._engines:
+        if not all(engine_entry(self.manifest, g, precision) for g in ("dit", "decoder")):
             raise NervError(f"{self.folder}: no {precision} TensorRT engines for the DiT and the decoder; run "
                             f"`nerv-rt build {self.folder} --precision {precision}`")
+        self._engines = {g: self._load(g) for g in ("dit", "decoder")}
         # One activation buffer for every context: they run one at a time on self.stream.
         size = max(e.device_memory_size_v2 for e in self._engines.values())
         self.scratch = torch.empty(size, dtype=torch.uint8, device="cuda")
+        self._scratch = {g: self.scratch for g in self._engines}  # per graph: the shared buffer, or its own
         dit_max = _shape(self._engines["dit"].get_tensor_profile_shape("x_t", 0)[2])[0]
         self.max_batch = max(1, dit_max // 2)  # videos per sampling run: the DiT runs 2n with CFG
         self.max_frames = _shape(self._engines["decoder"].get_tensor_profile_shape("frame_t", 0)[2])[0]
@@ -170,10 +173,16 @@ class TrtBackend(Backend):
         return engine
 
     def engine(self, graph: str) -> TrtEngine:
-        if graph not in self._engines:
-            raise NervError(f"{self.folder}: no {self.precision} TensorRT engine for the {graph}; run "
-                            f"`nerv-rt build {self.folder} --precision {self.precision}`")
-        return TrtEngine(self.specs[graph], self._engines[graph], self)
+        if graph not in self._engines:  # the encoder, loaded when first asked for
+            if graph not in GRAPHS or engine_entry(self.manifest, graph, self.precision) is None:
+                raise NervError(f"{self.folder}: no {self.precision} TensorRT engine for the {graph}; run "
+                                f"`nerv-rt build {self.folder} --precision {self.precision}`")
+            engine = self._load(graph)
+            size = engine.device_memory_size_v2
+            self._scratch[graph] = (self.scratch if size <= self.scratch.numel()
+                                    else self.torch.empty(size, dtype=self.torch.uint8, device="cuda"))
+            self._engines[graph] = engine
+        return TrtEngine(self.specs[graph], self._engines[graph], self, self._scratch[graph])
 
     def asarray(self, a: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to("cuda")

@@ -3,10 +3,12 @@ timing cache per GPU and TensorRT version, atomic writes, and a cache key per en
 reused until something that invalidates it changes.
 
 Precision lives in the ONNX graph (export/precision.py): an fp16 engine is built from decoder.fp16.onnx,
-not from builder flags (TensorRT 11 has none); fp32 engines clear TF32 so that they compute in fp32.
+not from builder flags (TensorRT 11 has none). Every engine clears TF32, so that the fp32 tensors of any graph
+(all of an fp32 one; norms, softmax and attention of an fp16 / bf16 one) compute in fp32, as the graph says.
 
 The key holds what makes a plan valid (TensorRT's own rules: same TensorRT version, same GPU model /
-compute capability) plus what we built it from (ONNX sha256, precision, profile shapes). The key logic
+compute capability) plus what we built it from (ONNX sha256, precision, profile shapes) and how (BUILD_POLICY,
+raised when the builder settings below change, so older plans are rebuilt). The key logic
 is plain Python and is tested without TensorRT; the TensorRT calls are type-checked against the official
 stubs (tests/test_tensorrt.py).
 """
@@ -30,6 +32,8 @@ except ImportError:  # the CPU machines: every entry point calls import_tensorrt
     trt = None  # type: ignore[assignment]
 
 MIN_VERSION = (10, 12)  # strongly typed networks with fp16 / bf16 graphs; 11.x is strongly typed only
+# The builder settings of _build_one: 2 = TF32 cleared at every precision (1: for fp32 engines only)
+BUILD_POLICY = 2
 INSTALL_HELP = "on a CUDA machine: pip install \"nerv-rt[gpu]\" (tensorrt 10.12 to 11.x)"
 
 
@@ -59,7 +63,8 @@ def engine_key(onnx_sha256: str, precision: str, profiles: dict[str, Any], trt_v
     manifest.graph_sha256: the graph file's, combined with its weights file's when it reads one."""
     return {"onnx_sha256": onnx_sha256, "precision": precision,
             "profiles": {k: [list(s) for s in v] for k, v in sorted(profiles.items())},
-            "tensorrt": trt_version, "gpu": gpu_name, "compute_capability": compute_capability}
+            "tensorrt": trt_version, "gpu": gpu_name, "compute_capability": compute_capability,
+            "build_policy": BUILD_POLICY}
 
 
 def check_runtime_match(entry: dict[str, Any], trt_version: str, gpu_name: str, cc: str, path: Path) -> None:
@@ -86,13 +91,23 @@ def engine_entry(manifest: dict[str, Any], graph: str, precision: str) -> dict[s
     return manifest.get("engines", {}).get(plan_name(graph, precision))
 
 
-def build_engines(folder: Path, manifest: dict[str, Any], precision: str = "fp16", max_batch: int | None = None,
+def typed_precision(manifest: dict[str, Any]) -> str:
+    """The precision `build` picks when not told: fp16 where the export holds fp16 graphs of all its graphs, else
+    bf16 where it holds those, else fp32 (what `nerv-rt export` writes without --precision)."""
+    graphs = manifest.get("graphs", {}).values()
+    typed = [p for p in ("fp16", "bf16") if graphs and all(p in g.get("precisions", {}) for g in graphs)]
+    return typed[0] if typed else "fp32"
+
+
+def build_engines(folder: Path, manifest: dict[str, Any], precision: str = "auto", max_batch: int | None = None,
                   max_frames: int | None = None, workspace_gb: float = 4.0,
                   step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build (or reuse) one engine per graph of the export folder from its `precision` graphs and record them
-    in its manifest (manifest["engines"]["<graph>.<precision>.plan"])."""
+    """Build (or reuse) one engine per graph of the export folder from its `precision` graphs (auto:
+    `typed_precision`) and record them in its manifest (manifest["engines"]["<graph>.<precision>.plan"])."""
+    if precision == "auto":
+        precision = typed_precision(manifest)
     if precision not in PRECISIONS:
-        raise NervError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise NervError(f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
     import_tensorrt()
     gpu_name, cc = gpu_identity()
     limits = manifest.get("limits", {})
@@ -114,7 +129,7 @@ def build_engines(folder: Path, manifest: dict[str, Any], precision: str = "fp16
             continue
         if step:
             step(f"{plan.name}: building from {onnx_path.name} (strongly typed)")
-        _build_one(onnx_path, plan, profiles, precision, workspace_gb, cache)
+        _build_one(onnx_path, plan, profiles, workspace_gb, cache)
         engines[plan.name] = {"graph": graph, "precision": precision, "file": plan.name, "sha256": sha256_file(plan),
                               "key": key, "key_digest": key_digest(key)}
     manifest = {**manifest, "engines": engines}
@@ -122,8 +137,8 @@ def build_engines(folder: Path, manifest: dict[str, Any], precision: str = "fp16
     return manifest
 
 
-def _build_one(onnx_path: Path, plan: Path, profiles: dict[str, tuple[tuple[int, ...], ...]], precision: str,
-               workspace_gb: float, cache_path: Path) -> None:
+def _build_one(onnx_path: Path, plan: Path, profiles: dict[str, tuple[tuple[int, ...], ...]], workspace_gb: float,
+               cache_path: Path) -> None:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     # Types come from the graph; the flag is the opt-in on 10.x and accepted (the only mode) on 11.x.
@@ -134,8 +149,7 @@ def _build_one(onnx_path: Path, plan: Path, profiles: dict[str, tuple[tuple[int,
         raise NervError(f"{onnx_path}: TensorRT could not parse the graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if precision == "fp32":
-        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: fp32 tensors would compute with 10-bit mantissas
+    config.clear_flag(trt.BuilderFlag.TF32)  # on by default: fp32 tensors would compute with 10-bit mantissas
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profiles.items():
         profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
