@@ -22,6 +22,7 @@ from rich.table import Table
 
 from .errors import ON_COMMAND_LINE, NervError, interrupt, missing_extra, module_extra, require
 from .models.presets import PRESETS
+from .runtime.video_io import MAX_FPS, MIN_FPS
 
 # typer vendors click (>= 0.20) or depends on it (older); its BadParameter is a click UsageError either way.
 _UsageError = typer.BadParameter.__mro__[1]
@@ -284,9 +285,10 @@ def generate(
     cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs (default: whole "
                                            "loop on torch-cudagraph, tensorrt and aoti; off on onnxruntime)."),
     chunk: int = typer.Option(16, help="Frames per decoder call: memory stays flat as --frames grows."),
-    fps: float | None = typer.Option(None, callback=_number(0, 1000, lo_open=True), help="Frame rate of the written "
+    fps: float | None = typer.Option(None, callback=_number(MIN_FPS, MAX_FPS), help="Frame rate of the written "
                                      "video (default: the training clips' rate x frames / clip length, so that the "
-                                     "duration stays; give it to play the frames slower or faster)."),
+                                     "duration stays, up to 1000; give it to play the frames slower or faster; a "
+                                     ".gif plays at most 50)."),
     out: Path = typer.Option(Path("clip.mp4"), "--out", "-o", help="Output: .mp4, .gif, or a folder (PNG frames)."),
 ) -> None:
     """Generate videos: the DiT samples weight tokens, the NeRV decoder renders the frames."""
@@ -301,7 +303,6 @@ def generate(
     m = pipe.model(res)
     pipe.class_index(class_label, m.config)
     pipe.check_chunk(chunk, m.config.res, frames)
-    m.load_graphs()
     fps = default_fps(m.config, frames) if fps is None else fps
     paths = output_paths(out, n)
     console.print(f"{model} at {m.config.res}^2 on {pipe.describe()}")
@@ -598,7 +599,7 @@ def reconstruct(
     res: int | None = typer.Option(None, "--res", "-r", help="Model resolution (default: the smallest)."),
     out: Path = typer.Option(Path("side_by_side.mp4"), "--out", "-o", help="Output (.mp4, .gif or folder)."),
     backend: str = typer.Option("auto", help=ENCODE_BACKEND_HELP),
-    fps: float | None = typer.Option(None, callback=_number(0, 1000, lo_open=True), help="Frame rate of the output "
+    fps: float | None = typer.Option(None, callback=_number(MIN_FPS, MAX_FPS), help="Frame rate of the output "
                                      "(default: the model's training clips')."),
     refine_steps: int | None = typer.Option(None, "--refine-steps", min=0, help=REFINE_HELP),
 ) -> None:

@@ -62,6 +62,37 @@ def test_python_api_picks_onnxruntime_without_torch():
     assert res.stdout.strip() == "onnxruntime on cpu, fp32"
 
 
+def test_python_api_without_torch_names_the_extra_for_a_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_cli import HIDE_MODULES, ROOT
+
+    (tmp_path / "x.pt").write_bytes(b"weights")
+    code = HIDE_MODULES.format(hidden=set(BASE_ONLY)) + (
+        f"import nerv_rt\ntry:\n    nerv_rt.Pipeline.load({str(tmp_path / 'x.pt')!r})\n"
+        "except nerv_rt.NervError as e:\n    print(e)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == 'this needs torch, which is not installed: python -m pip install "nerv-rt[torch]"'
+
+
+def test_auto_backend_leaves_torch_unimported_without_an_nvidia_driver():
+    import subprocess
+    import sys
+
+    from nerv_rt.engines.select import nvidia_driver
+    from tests.test_cli import ROOT
+
+    if nvidia_driver():
+        pytest.skip("an NVIDIA driver is present: auto asks torch for a GPU")
+    code = ("import sys, nerv_rt\npipe = nerv_rt.Pipeline.load('default')\npipe.generate(frames=2, steps=2)\n"
+            "print(pipe.describe(), 'torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)  # torch installed
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "onnxruntime on cpu, fp32 False"
+
+
 @pytest.mark.parametrize("args,extra", [(["export", "default"], "export"), (["info", "--preset", "L"], "torch"),
                                         (["generate", "--backend", "torch"], "torch"), (["eval", "gen"], "train"),
                                         (["train", "classifier"], "train"),

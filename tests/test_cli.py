@@ -122,7 +122,7 @@ def test_generate_bad_model_sources(tmp_path, bad_sources, model, pattern):
     (["--steps", "0"], "--steps"),
     (["--guidance", "nan"], "Invalid value for '--guidance': must be a number in [0, 50], got nan"),
     (["--guidance", "inf"], "Invalid value for '--guidance': must be a number in [0, 50], got inf"),
-    (["--fps", "0"], "Invalid value for '--fps': must be a number in (0, 1000], got 0.0"),
+    (["--fps", "0"], "Invalid value for '--fps': must be a number in [0.01, 1000], got 0.0"),
     (["--fps", "-3"], "Invalid value for '--fps'"),
     (["--frames", "abc"], "Invalid value for '--frames'"),
     (["--n", "0"], "--n must be at least 1"),

@@ -225,10 +225,14 @@ def test_one_pipeline_shared_by_threads_gives_each_call_its_video(tiny_export):
     and each gets the video it asked for."""
     from concurrent.futures import ThreadPoolExecutor
 
-    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
-    backend, engines = pipe.model().backend, {}
+    from nerv_rt.engines import open_backend
+    from nerv_rt.runtime.sources import resolve
+
+    (source,) = resolve(tiny_export)
+    backend, engines = open_backend("onnxruntime", source), {}
     open_engine = backend.engine
     backend.engine = lambda graph: engines.setdefault(graph, _InFlight(open_engine(graph)))
+    pipe = Pipeline.from_backend(source, backend)
     want = {seed: pipe.generate(frames=4, steps=4, seed=seed) for seed in range(8)}
     with ThreadPoolExecutor(4) as pool:
         got = dict(zip(range(8), pool.map(lambda seed: pipe.generate(frames=4, steps=4, seed=seed), range(8))))
@@ -253,6 +257,38 @@ def test_decode_finds_the_resolution_from_the_tokens(tmp_path):
     assert pipe.encode(clip, refine_steps=0).shape == (1, 40, 16)  # encode finds it too
 
 
+def test_pipeline_refuses_wrong_types_before_any_work(tiny_export, tmp_path):
+    from nerv_rt.runtime.pipeline import default_fps
+    from nerv_rt.runtime.sampling import VideoDraw
+
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    steps_run = []
+    progress = lambda done, total: steps_run.append(done)  # noqa: E731
+    for kwargs, msg in [({"guidance": "2"}, "^guidance must be a number, got '2'"), ({"eta": None}, "^eta must be a number"),
+                        ({"n": None}, "^n must be a whole number"), ({"chunk": 0}, "^chunk must be at least 1"),
+                        ({"chunk": 1.5}, "^chunk must be a whole number"), ({"class_label": "--3"}, "is not a class")]:
+        with pytest.raises(NervError, match=msg):
+            pipe.generate(frames=2, steps=2, progress=progress, **kwargs)
+    assert steps_run == []  # refused before sampling
+    with pytest.raises(NervError, match="^first must be >= 0"):
+        pipe.sample_tokens(first=-1)
+    with pytest.raises(NervError, match="^class_label must be a whole number, got 'pan_left'"):
+        pipe.sample([VideoDraw(0, 0, "pan_left")])
+    with pytest.raises(NervError, match="index must be >= 0"):
+        pipe.sample([VideoDraw(0, -1)])
+    tokens = pipe.sample_tokens(n=2, steps=2)
+    with pytest.raises(NervError, match="^frame_t must be numbers"):
+        pipe.decode(tokens, frame_t=["a"])
+    with pytest.raises(NervError, match="^refine_steps must be a whole number"):
+        pipe.encode(pipe.decode(tokens[:1], frames=16), refine_steps="3")
+    with pytest.raises(NervError, match="output paths repeat"):
+        pipe.render(tokens, [tmp_path / "same.mp4", tmp_path / "same.mp4"])
+    assert list(tmp_path.iterdir()) == []
+    assert default_fps(pipe.model().config, 4096) == 1000  # 8 x 4096 / 16 would be past what a video may declare
+    with pytest.raises(NervError, match="no fp16 dit graph"):  # at load, not at the first call
+        Pipeline.load(tiny_export, backend="onnxruntime", precision="fp16")
+
+
 def test_edited_onnx_is_refused(tmp_path, tiny_export):
     import shutil
 
@@ -260,9 +296,8 @@ def test_edited_onnx_is_refused(tmp_path, tiny_export):
     shutil.copytree(tiny_export, copy)
     with open(copy / "decoder.onnx", "ab") as f:
         f.write(b"\0")
-    pipe = Pipeline.load(copy, backend="onnxruntime")
-    with pytest.raises(CheckpointError, match="sha256 does not match"):
-        pipe.generate(frames=2, steps=1)
+    with pytest.raises(CheckpointError, match="sha256 does not match"):  # at load
+        Pipeline.load(copy, backend="onnxruntime")
 
 
 def test_onnxruntime_path_never_imports_torch(tiny_export):

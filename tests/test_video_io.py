@@ -65,9 +65,38 @@ def test_errors_leave_nothing_behind(tmp_path):
         save_video(_video(), tmp_path / "a.webm")
     with pytest.raises(NervError, match="uint8"):
         save_video(_video().astype(np.float32), tmp_path / "a.mp4")
-    with pytest.raises(NervError, match="even frame sizes"):
+    with pytest.raises(NervError, match=f"^{tmp_path / 'odd.mp4'}: H.264 needs even frame sizes"):  # not the temporary
         save_video(_video(size=33), tmp_path / "odd.mp4")
+    for kwargs, msg in [({"video": _video()[:0]}, "at least one frame"), ({"quality": "low"}, "quality must be one of"),
+                        ({"fps": "8"}, "fps must be a number, got '8'"), ({"fps": None}, "fps must be a number"),
+                        ({"fps": 1e-6}, "fps must be a number in 0.01..1000")]:
+        with pytest.raises(NervError, match=msg):
+            save_video(**{"video": _video(), "path": tmp_path / "a.mp4", **kwargs})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gif_frames_last_whole_centiseconds(tmp_path):
+    from PIL import Image
+
+    def delays(path):
+        with Image.open(path) as im:
+            return {im.seek(k) or im.info["duration"] for k in range(im.n_frames)}
+
+    save_video(_video(), tmp_path / "a.gif", fps=8)
+    assert delays(tmp_path / "a.gif") == {120}  # 12.5 cs, rounded: GIF counts whole centiseconds
+    with pytest.warns(UserWarning, match="plays at most 50 fps"):
+        save_video(_video(), tmp_path / "b.gif", fps=64)
+    assert delays(tmp_path / "b.gif") == {20}
+
+
+def test_read_video_refuses_bad_ranges(tmp_path):
+    from nerv_rt.runtime.video_io import read_video
+
+    (path,) = save_video(_video(), tmp_path / "a.mp4")
+    assert read_video(path, start=2, count=3, size=32).shape == (3, 32, 32, 3)
+    for kwargs in ({"start": -1}, {"count": 0}, {"count": 3.5}, {"size": 0}, {"start": 1.5}):
+        with pytest.raises(NervError, match="read_video needs|must be a whole number"):
+            read_video(path, **kwargs)
 
 
 def test_outputs_get_the_usual_permissions(tmp_path):

@@ -6,6 +6,8 @@ module imports no backend (and no torch); each backend is imported when it is op
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 
 from ..errors import NervError, missing_extra
 from ..runtime.sources import ModelSource
@@ -24,9 +26,17 @@ def installed(module: str) -> bool:
         return False
 
 
+def nvidia_driver() -> bool:
+    """Whether an NVIDIA driver may be present: on Linux its /proc entry (or WSL's GPU device); elsewhere unknown,
+    so True. Asked before importing torch, which costs a second and 200 MB where there can be no CUDA GPU."""
+    if sys.platform != "linux":
+        return True
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/dxg")
+
+
 def torch_cuda() -> bool:
-    """A CUDA GPU that torch can use (False without torch)."""
-    if not installed("torch"):
+    """A CUDA GPU that torch can use (False without torch, or without an NVIDIA driver: torch not imported then)."""
+    if not nvidia_driver() or not installed("torch"):
         return False
     import torch
 

@@ -9,6 +9,7 @@ exported graphs and onnxruntime this module never imports torch.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,11 +24,12 @@ from ..engines import Backend, open_backend
 from ..engines.base import Array
 from ..errors import NervError, option
 from ..models.presets import ModelConfig
+from .args import check_ints, check_numbers
 from .frames import frame_times, to_uint8
 from .memory import check_fits, decoder_bytes_per_frame, max_chunk
 from .sampling import MAX_SEED, DeviceInputs, VideoDraw, denoise, prepare_inputs
 from .sources import DEFAULT, ModelSource, resolve
-from .video_io import check_fps, check_output_path, output_paths, write_frames
+from .video_io import MAX_FPS, check_fps, check_output_path, output_paths, write_frames
 
 MAX_FRAMES = 4096  # frames per generated video; memory stays flat (chunked decode) but the output array grows
 MAX_STEPS = 1000
@@ -98,7 +100,8 @@ def _token_std(source: ModelSource) -> np.ndarray:
 
 def check_sampling(steps: int, sampler: str, guidance: float, eta: float = 0.0, n: int = 1, seed: int = 0) -> None:
     """Refuse bad sampling arguments before any work, each in one line naming the option."""
-    _check_ints(steps=steps, n=n, seed=seed)
+    check_ints(steps=steps, n=n, seed=seed)
+    check_numbers(guidance=guidance, eta=eta)
     if sampler not in SAMPLERS:
         raise NervError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if not 1 <= steps <= MAX_STEPS:
@@ -113,17 +116,8 @@ def check_sampling(steps: int, sampler: str, guidance: float, eta: float = 0.0, 
         raise NervError(f"{option('seed')} must be in 0..2^63-1, got {seed}")
 
 
-def _check_ints(**values: object) -> None:
-    """Counts, indices and seeds are whole numbers (numpy's too), never floats or bools."""
-    flags = {"class_label": "class"}
-    for name, v in values.items():
-        flag = flags.get(name)
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise NervError(f"{option(name, flag)} must be a whole number, got {v!r}")
-
-
 def check_frames(frames: int) -> None:
-    _check_ints(frames=frames)
+    check_ints(frames=frames)
     if not 1 <= frames <= MAX_FRAMES:
         raise NervError(f"{option('frames')} must be in 1..{MAX_FRAMES}, got {frames}")
 
@@ -140,11 +134,15 @@ def as_tokens(tokens: Array | np.ndarray | Sequence) -> Array | np.ndarray:
 
 
 def default_fps(cfg: ModelConfig, frames: int) -> Fraction:
-    """The frame rate that keeps a training clip's duration: more frames play as a faster rate, not slower motion."""
-    return Fraction(cfg.fps).limit_denominator(1001) * frames / cfg.frames
+    """The frame rate that keeps a training clip's duration: more frames play as a faster rate, not slower motion;
+    at most MAX_FPS (a longer video then)."""
+    return min(Fraction(cfg.fps).limit_denominator(1001) * frames / cfg.frames, Fraction(MAX_FPS))
 
 
 class Pipeline:
+    """Generation, decoding and encoding with one model per resolution of a source, each on one backend
+    (`Pipeline.load`); safe to share between threads (engine runs take turns)."""
+
     def __init__(self, models: list[_Model]):
         self.models = {m.config.res: m for m in models}
         # The engines reuse their input / output buffers and captured graphs from call to call: calls from several
@@ -161,11 +159,14 @@ class Pipeline:
         `pipe.backend_name` says which one `auto` picked.
 
         cuda_graph: None = the backend's default (whole-loop capture on torch-cudagraph, tensorrt and aoti
-        on CUDA; off for onnxruntime, where True turns on ONNX Runtime's own CUDA graphs)."""
+        on CUDA; off for onnxruntime, where True turns on ONNX Runtime's own CUDA graphs). The DiT and decoder
+        of every resolution are loaded and verified here, so a missing graph or engine fails the load, not a
+        later call."""
         models = []
         for src in resolve(source):
             be = open_backend(backend, src, device, precision, cuda_graph)
             models.append(_Model(src, be, be.asarray(_token_std(src))))
+            models[-1].load_graphs()
         return cls(models)
 
     @classmethod
@@ -215,7 +216,9 @@ class Pipeline:
         """Sample n videos of `frames` frames; uint8 [n, frames, res, res, 3] (all in memory: for many or
         long videos use `render`, which writes them chunk by chunk)."""
         check_frames(frames)
+        check_sampling(steps, sampler, guidance, eta, n, seed)
         cfg = self.model(res).config
+        self.check_chunk(chunk, cfg.res, frames)
         check_fits(n * frames * cfg.res * cfg.res * 3, f"an array of {n} x {frames} frames at {cfg.res}^2",
                    "write them with Pipeline.render / `nerv-rt generate`, which stream frames into files, or ask for fewer")
         tokens = self.sample_tokens(res, n, class_label, steps, sampler, guidance, eta, seed, progress)
@@ -227,6 +230,9 @@ class Pipeline:
         """Weight tokens (n, N, d_z) of videos first .. first+n-1 of `seed`, in the decoder's scale, as the
         backend's array type (device-resident on GPU backends: hand them to `decode` without a host copy)."""
         check_sampling(steps, sampler, guidance, eta, n, seed)
+        check_ints(first=first)
+        if first < 0:
+            raise NervError(f"first must be >= 0, got {first}")
         m = self.model(res)
         label = self.class_index(class_label, m.config)
         videos = [VideoDraw(seed, first + i, label) for i in range(n)]
@@ -248,6 +254,10 @@ class Pipeline:
         requests this way), at most the backend's batch; tokens (n, N, d_z) in the decoder's scale."""
         m = self.model(res)
         cfg = m.config
+        for v in videos:
+            check_ints(seed=v.seed, index=v.index, **({} if v.label is None else {"class_label": v.label}))
+            if v.index < 0:
+                raise NervError(f"a VideoDraw's index must be >= 0, got {v.index}")
         check_sampling(steps, sampler, guidance, eta, len(videos), max((v.seed for v in videos), default=0))
         if len(videos) > m.sample_batch:
             raise NervError(f"{len(videos)} videos in one sampling run; the {self.backend_name} engines take at most "
@@ -305,6 +315,8 @@ class Pipeline:
         paths = output_paths(path, tokens.shape[0]) if isinstance(path, (str, Path)) else [Path(p) for p in path]
         if len(paths) != tokens.shape[0]:
             raise NervError(f"{len(paths)} output paths for {tokens.shape[0]} videos")
+        if len({p.resolve() for p in paths}) != len(paths):
+            raise NervError(f"output paths repeat ({', '.join(map(str, paths))}): each video needs its own")
         for p in paths:
             check_output_path(p)
         times = self._decode_times(m, frames, None, chunk)
@@ -346,7 +358,10 @@ class Pipeline:
                 yield i, s, block
 
     def _decode_times(self, m: _Model, frames: int, frame_t: np.ndarray | None, chunk: int) -> np.ndarray:
-        times = frame_times(frames) if frame_t is None else np.asarray(frame_t, np.float32).reshape(-1)
+        try:
+            times = frame_times(frames) if frame_t is None else np.asarray(frame_t, np.float32).reshape(-1)
+        except (TypeError, ValueError) as e:
+            raise NervError(f"frame_t must be numbers (frame times), got {frame_t!r:.80}: {e}") from None
         check_frames(len(times))
         if not np.isfinite(times).all():
             raise NervError("frame times must be finite numbers")
@@ -356,6 +371,7 @@ class Pipeline:
     def check_chunk(self, chunk: int, res: int | None = None, frames: int | None = None) -> None:
         """Refuse a decoder chunk below 1, or one whose decoder call (of at most `frames` frames) needs more
         memory than there is."""
+        check_ints(chunk=chunk)
         if chunk < 1:
             raise NervError(f"{option('chunk')} must be at least 1, got {chunk}")
         cfg, calls = self.model(res).config, min(chunk, frames or chunk)
@@ -379,6 +395,7 @@ class Pipeline:
         if res is None and video.ndim == 5 and video.shape[2] in self.models:
             res = video.shape[2]
         refine_steps = self.default_refine_steps(res) if refine_steps is None else refine_steps
+        check_ints(refine_steps=refine_steps)
         if refine_steps < 0:
             raise NervError(f"{option('refine_steps')} must be >= 0, got {refine_steps}")
         m = self.model(res)
@@ -402,8 +419,8 @@ class Pipeline:
         if label is None:
             return None
         if not isinstance(label, str):
-            _check_ints(class_label=label)
-        if isinstance(label, str) and not label.lstrip("-").isdigit():
+            check_ints(class_label=label)
+        if isinstance(label, str) and not re.fullmatch(r"-?[0-9]+", label):  # "3" is an index, as on the command line
             if label not in cfg.class_names:
                 names = ", ".join(cfg.class_names) or "none recorded"
                 raise NervError(f"{option('class_label', 'class')} {label!r} is not a class of this model (names: {names})")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, require
 from ..formats import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -77,7 +77,8 @@ def _config(raw: Any, path: Path) -> ModelConfig:
 
 def _single(path: Path, origin: str) -> ModelSource | None:
     if path.is_file():
-        from ..checkpoint import load  # torch: only .pt files need it
+        require("torch", "safetensors", extra="torch")  # only .pt files need torch: one line naming the extra
+        from ..checkpoint import load
 
         ckpt = load(path)
         return ModelSource(origin, path, ckpt.config, checkpoint_path=path, _checkpoint=ckpt)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..errors import NervError, option
 from ..formats import FolderOutput, atomic_path, check_replaceable, named_path
+from .args import check_ints, check_numbers
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -55,12 +57,24 @@ def _holds_frames(folder: Path) -> bool:
 
 PNG_FRAMES = FolderOutput("a folder of frame_00000.png ... written by nerv-rt", _holds_frames)
 _CRF = {"high": "12", "normal": "18"}
-MAX_FPS = 1000
+MIN_FPS, MAX_FPS = 0.01, 1000  # below MIN_FPS the .mp4 time base (a fraction over at most 1001) rounds the rate to 0
+GIF_MAX_FPS = 50  # a GIF frame lasts a whole number of centiseconds, and browsers play a delay under 2 as 10
 
 
 def check_fps(fps: float) -> None:
-    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-        raise NervError(f"{option('fps')} must be a number in (0, {MAX_FPS}], got {fps}")
+    check_numbers(fps=fps)
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise NervError(f"{option('fps')} must be a number in {MIN_FPS:g}..{MAX_FPS}, got {fps}")
+
+
+def check_quality(quality: str) -> None:
+    if quality not in _CRF:
+        raise NervError(f"quality must be one of {', '.join(_CRF)}, got {quality!r}")
+
+
+def gif_delay_cs(fps: float) -> int:
+    """A GIF frame's delay at `fps`: whole centiseconds, at least 2 (GIF_MAX_FPS)."""
+    return max(2, round(100 / float(fps)))
 
 
 def output_paths(path: str | Path, n: int) -> list[Path]:
@@ -98,11 +112,13 @@ def save_video(video: np.ndarray, path: str | Path, fps: float = 8, quality: str
     frame_00000.png ... files. Several videos are written as <stem>-0<ext>, <stem>-1<ext>, ...
     """
     video = np.asarray(video)
-    if video.dtype != np.uint8 or video.ndim not in (4, 5) or video.shape[-1] != 3:
-        raise NervError(f"save_video expects uint8 [F, H, W, 3] or [n, F, H, W, 3], got {video.dtype} {video.shape}")
+    if video.dtype != np.uint8 or video.ndim not in (4, 5) or video.shape[-1] != 3 or 0 in video.shape:
+        raise NervError(f"save_video expects uint8 [F, H, W, 3] or [n, F, H, W, 3] with at least one frame, got "
+                        f"{video.dtype} {video.shape}")
     batch = video if video.ndim == 5 else video[None]
     check_output_path(path, len(batch))
     check_fps(fps)
+    check_quality(quality)
     paths = output_paths(path, len(batch))
     for clip, p in zip(batch, paths):
         write_frames([clip], p, fps, quality)
@@ -111,27 +127,33 @@ def save_video(video: np.ndarray, path: str | Path, fps: float = 8, quality: str
 
 def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: float = 8, quality: str = "normal") -> None:
     """Write one video from uint8 frame chunks [c, H, W, 3] as they come, atomically: .mp4 and PNG
-    folders hold one chunk at a time; a .gif is assembled in memory (GIF writers need every frame)."""
+    folders hold one chunk at a time; a .gif is assembled in memory (GIF writers need every frame) and plays at
+    most GIF_MAX_FPS (a warning says so)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    check_quality(quality)
+    if suffix == ".gif" and fps > GIF_MAX_FPS:
+        warnings.warn(f"{path}: a .gif plays at most {GIF_MAX_FPS} fps, so this one plays at {GIF_MAX_FPS} instead of "
+                      f"{float(fps):g} fps (slower); write .mp4 for the full rate", stacklevel=2)
     with atomic_path(path, folder=PNG_FRAMES if suffix == "" else None) as tmp:
         if suffix == ".mp4":
-            _write_mp4(chunks, tmp, fps, quality)
+            _write_mp4(chunks, tmp, fps, quality, path)
             return
         import imageio.v3 as iio
 
         if suffix == ".gif":
-            iio.imwrite(tmp, np.concatenate(list(chunks)), extension=".gif", duration=1000 / float(fps), loop=0)
+            iio.imwrite(tmp, np.concatenate(list(chunks)), extension=".gif", duration=10 * gif_delay_cs(fps), loop=0)
             return
         frames = (frame for chunk in chunks for frame in chunk)
         for k, frame in enumerate(frames):
             iio.imwrite(tmp / _frame_name(k), frame)
 
 
-def _write_mp4(chunks: Iterable[np.ndarray], path: Path, fps: float, quality: str) -> None:
+def _write_mp4(chunks: Iterable[np.ndarray], tmp: Path, fps: float, quality: str, path: Path) -> None:
+    """Encode into `tmp`; errors name `path`, the file the user asked for."""
     import av
 
-    with av.open(str(path), mode="w", format="mp4") as container:
+    with av.open(str(tmp), mode="w", format="mp4") as container:
         stream = None
         for chunk in chunks:
             if stream is None:  # the frame size is known once the first chunk arrives
@@ -154,6 +176,11 @@ def read_video(path: str | Path, start: int = 0, count: int | None = None, size:
     """
     import av
 
+    check_ints(start=start, **({} if count is None else {"count": count}), **({} if size is None else {"size": size}))
+    if start < 0 or (count is not None and count < 1) or (size is not None and size < 1):
+        raise NervError(f"read_video needs start >= 0, count >= 1 (or None: all) and size >= 1 (or None), got start "
+                        f"{start}, count {count}, size {size}")
+
     frames = []
     try:
         with av.open(str(path)) as container:
@@ -162,7 +189,7 @@ def read_video(path: str | Path, start: int = 0, count: int | None = None, size:
                     continue
                 if count is not None and len(frames) == count:
                     break
-                frames.append(_resize_crop(frame, size) if size else frame.to_ndarray(format="rgb24"))
+                frames.append(frame.to_ndarray(format="rgb24") if size is None else _resize_crop(frame, size))
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise NervError(f"{path}: cannot decode video ({e})") from None
     if not frames:
