@@ -56,3 +56,9 @@ def test_generate_with_the_aoti_backend(tmp_path, tiny_aoti_export):
               "--out", tmp_path / "c.mp4")
     assert res.returncode == 0, res.stderr
     assert "aoti on cpu" in res.stderr and read_frames(tmp_path / "c.mp4")[0] == 5
+
+
+def test_missing_packages_say_where_the_export_goes():
+    with pytest.raises(NervError, match=r"nerv-rt export default --aoti --device cpu` and load the folder it writes "
+                                        r"\(engines/default\)"):
+        Pipeline.load("default", backend="aoti", device="cpu")

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import NervError
 from ..export.specs import GraphSpec, graph_specs
 from ..formats import sha256_file
-from ..runtime.sources import ModelSource
+from ..runtime.sources import ModelSource, default_export_dir
 from .base import Backend
 
 
@@ -71,7 +71,8 @@ class AotiBackend(Backend):
 
         e = _entry(self.source, graph, self.device, self.precision)
         redo = f"`nerv-rt export {self.source.origin} --aoti --device {self.device}" + (
-            f" --precision {self.precision}`" if self.precision != "fp32" else "`")
+            f" --precision {self.precision}`" if self.precision != "fp32" else "`") + (
+            f" and load the folder it writes ({default_export_dir(self.source.origin)})" if self.source.has_checkpoint else "")
         if e is None:
             raise NervError(f"{self.source.path}: no {self.precision} AOTInductor package of the {graph} for {self.device}; "
                             f"make them with {redo}")

@@ -38,7 +38,7 @@ from ..formats import (
 )
 from ..models.graphs import graph_modules
 from ..models.stats import describe
-from ..runtime.sources import resolve, source_name
+from ..runtime.sources import default_export_dir, resolve
 from .manifest import typed_file, write_manifest
 from .precision import MIN_TYPED_DECODER_PSNR_DB, PRECISIONS, opset_for, store_fp16_initializers, torch_dtype
 from .shared_weights import read_weights_from
@@ -212,10 +212,6 @@ def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, 
     return manifest
 
 
-def default_out_dir(source: str | Path) -> Path:
-    return Path("engines") / source_name(source)
-
-
 def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPSET,
            max_frames: int = DEFAULT_MAX_FRAMES, max_batch: int = DEFAULT_MAX_BATCH,
            precisions: Sequence[str] = ("fp32",), aoti_device: str | None = None,
@@ -227,7 +223,7 @@ def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPS
     models = resolve(source)
     if any(not m.has_checkpoint for m in models):
         raise NervError(f"{source}: an export folder without weights; export takes a checkpoint or 'default'")
-    out = Path(out) if out is not None else default_out_dir(source)
+    out = Path(out) if out is not None else default_export_dir(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, folder=EXPORT_FOLDER) as tmp:
         for m in models:

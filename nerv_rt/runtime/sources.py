@@ -64,6 +64,11 @@ def source_name(source: str | Path) -> str:
     return DEFAULT if str(source) == DEFAULT else (path.stem if path.is_file() else path.resolve().name)
 
 
+def default_export_dir(source: str | Path) -> Path:
+    """Where `nerv-rt export SOURCE` writes without --out: engines/<source_name>."""
+    return Path("engines") / source_name(source)
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     return read_json(folder / MANIFEST_FILE, EXPORT_FORMAT, EXPORT_VERSION, "export manifest")
 
