@@ -608,10 +608,12 @@ def reconstruct(
 
     from .evaluate.metrics import motion
     from .evaluate.recon import clip_metrics, reconstruct_clip
+    from .formats import check_not_input
     from .runtime.pipeline import Pipeline
     from .runtime.video_io import check_output_path, save_video
 
     check_output_path(out)
+    check_not_input(out, video)
     pipe = Pipeline.load(model, backend=_encoding_backend(backend, model))
     clip, recon = reconstruct_clip(pipe, video, res, refine_steps)
     save_video(np.concatenate([clip, recon], axis=2), out, fps=fps or pipe.model(res).config.fps)

@@ -95,6 +95,12 @@ def check_replaceable(path: Path, folder: FolderOutput | None) -> None:
         raise NervError(f"{path} exists and is not empty{kind}; remove it or choose another output path")
 
 
+def check_not_input(out: Path, source: Path) -> None:
+    """Refuse an output that is the command's input file (a file replaces a file, so it would be lost)."""
+    if out.exists() and source.exists() and os.path.samefile(out, source):
+        raise NervError(f"{out} is the input {source}; choose another output path")
+
+
 def named_path(path: str | Path) -> Path:
     """`path`, or where it ends in "." / ".." (no name of its own), the folder it means: outputs go beside their name."""
     path = Path(path)

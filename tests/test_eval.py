@@ -42,6 +42,11 @@ def test_reconstruct_writes_side_by_side(tmp_path, clips_dir, tiny_ckpt):
     n, shape = read_frames(tmp_path / "sbs.mp4")
     assert n == 16 and shape == (128, 256, 3)
     assert "PSNR" in res.stderr
+    copy = tmp_path / "mine.mp4"
+    copy.write_bytes(video.read_bytes())
+    assert_clean_error(run("reconstruct", copy, "--model", tiny_ckpt, "--out", copy, "--backend", "torch"),
+                       f"{copy} is the input {copy}; choose another output path")
+    assert copy.read_bytes() == video.read_bytes()  # the user's video, untouched
 
 
 def test_eval_recon_json_and_fvd(tmp_path, clips_dir, tiny_ckpt):
