@@ -396,10 +396,10 @@ def train_vae_cmd(
     preset: str = typer.Option("tiny", "--preset", "-p", help=f"Model preset: {', '.join(PRESETS)}."),
     res: int = typer.Option(128, "--res", "-r", help="Resolution: 128 or 256."),
     steps: int = typer.Option(2000, min=1, help="Optimizer steps."),
-    batch: int = typer.Option(8, help="Global batch of clips (split over DDP processes)."),
+    batch: int = typer.Option(8, min=1, help="Global batch of clips (split over DDP processes)."),
     frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip the decoder is supervised on per step (2 or "
                                         "more: the temporal term compares consecutive ones)."),
-    lr: float = typer.Option(3e-4, help="Peak learning rate (warm-up, then cosine to 10%)."),
+    lr: float = typer.Option(3e-4, min=0, help="Peak learning rate (warm-up, then cosine to 10%)."),
     gan_start: float = typer.Option(0.6, help="Fraction of steps before the GAN loss starts."),
     gan_weight: float = typer.Option(0.05, help="Weight of the hinge GAN loss (0 disables the discriminator)."),
     temporal_weight: float = typer.Option(1.0, min=0, help="Weight of the L2 on frame-to-frame changes (motion)."),
@@ -408,7 +408,7 @@ def train_vae_cmd(
     lpips: Path | None = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
     init: Path | None = typer.Option(None, help="Start from a VAE checkpoint of the same preset (e.g. its 128 model "
                                      "at 256): each tensor's overlapping block."),
-    ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
+    ckpt_every: int = typer.Option(250, min=1, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of weights and data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -438,20 +438,22 @@ def train_dit_cmd(
     vae: Path = typer.Option(..., "--vae", help="VAE checkpoint from `nerv-rt train vae`."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt): VAE + DiT + EMA + token std."),
     steps: int = typer.Option(4000, min=1, help="Optimizer steps."),
-    batch: int = typer.Option(64, help="Global batch of token sets."),
-    lr: float = typer.Option(2e-4, help="Peak learning rate."),
-    ema: float = typer.Option(0.9999, help="EMA decay of the DiT weights."),
+    batch: int = typer.Option(64, min=1, help="Global batch of token sets."),
+    lr: float = typer.Option(2e-4, min=0, help="Peak learning rate."),
+    ema: float = typer.Option(0.999, callback=_number(0, 0.99999), help="EMA decay of the DiT weights (the model "
+                              "samples with the EMA: after N steps it still holds ema^N of the untrained start, "
+                              "0.25 % at 0.999 and 6000 steps)."),
     tokens: str = typer.Option("auto", help="What to learn to generate: bank (the autodecoder's per-video tokens), "
                                "encoder (posteriors of clips), refined (the default encoding: encoder + the model's refinement steps), "
                                "or auto (bank when --vae holds one)."),
-    clips_per_video: int = typer.Option(4, help="Token sets encoded per video (random clip positions; encoder and "
+    clips_per_video: int = typer.Option(4, min=1, help="Token sets encoded per video (random clip positions; encoder and "
                                         "refined tokens)."),
     prediction: str = typer.Option("v", help="What the DiT's last layer predicts: v (well-conditioned at high noise) "
                                    "or eps (the DiT paper's). It returns eps either way."),
     scheduled_sampling: float = typer.Option(0.5, help="Final probability (reached at 30% of the steps) of feeding the "
                                              "DiT its own one-step estimate; 0 turns it off (each step then costs "
                                              "one forward less).", callback=_number(0, 1)),
-    ckpt_every: int = typer.Option(500, help="Write the checkpoint every this many steps."),
+    ckpt_every: int = typer.Option(500, min=1, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -477,7 +479,7 @@ def train_autodecode_cmd(
                               "autodecode run's bank carries over too (else the bank starts at the encoder's means)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt), saved every --ckpt-every steps."),
     steps: int = typer.Option(4000, min=1, help="Optimizer steps."),
-    batch: int = typer.Option(8, help="Videos per step."),
+    batch: int = typer.Option(8, min=1, help="Videos per step."),
     frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip rendered per step (2 or more: the "
                                         "temporal term compares consecutive ones)."),
     lr: float = typer.Option(5e-4, min=0, help="Decoder peak learning rate (warm-up, then cosine to 10%); 0 freezes "
@@ -491,7 +493,7 @@ def train_autodecode_cmd(
     token_noise: float = typer.Option(0.0, min=0, help="Gaussian noise on the tokens the decoder renders from, times "
                                       "the bank's std: points near an entry render its clip (class between entries)."),
     refine_steps: int = typer.Option(80, min=0, help="Token refinement steps stored as the output's default encoding."),
-    ckpt_every: int = typer.Option(250, help="Write the checkpoint every this many steps."),
+    ckpt_every: int = typer.Option(250, min=1, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
     seed: int = typer.Option(0, help="Seed of the data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),

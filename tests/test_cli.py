@@ -176,10 +176,17 @@ def test_train_refuses_one_frame_per_step(tmp_path, stage):
 
 
 @pytest.mark.parametrize("stage", ["vae", "dit", "autodecode", "encoder"])
-def test_train_refuses_zero_steps(tmp_path, stage):
-    res = run("train", stage, tmp_path, "--out", tmp_path / "x.pt", "--steps", "0")
-    assert_clean_error(res, "Invalid value for '--steps'")
+@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--batch", "0"), ("--ckpt-every", "0"), ("--lr", "-1")])
+def test_train_refuses_values_no_run_can_use(tmp_path, stage, flag, value):
+    res = run("train", stage, tmp_path, "--out", tmp_path / "x.pt", flag, value)
+    assert_clean_error(res, f"Invalid value for '{flag}'")
     assert list(tmp_path.iterdir()) == []  # no log, no checkpoint
+
+
+def test_train_dit_refuses_an_ema_that_never_moves(tmp_path):
+    for value in ("1", "1.5", "-0.1"):
+        assert_clean_error(run("train", "dit", tmp_path, "--vae", "v.pt", "--out", tmp_path / "x.pt", "--ema", value),
+                           "Invalid value for '--ema'")
 
 
 @pytest.mark.parametrize("stage", ["vae", "dit", "autodecode", "encoder"])

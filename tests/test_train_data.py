@@ -200,6 +200,18 @@ def test_dit_training_writes_full_checkpoint(tmp_path, clips):
     with pytest.raises(NervError, match="holds no optim .a slimmed checkpoint"):
         train_dit(clips, tmp_path / "v.pt", tmp_path / "d.pt", DiTTrainConfig(steps=8, batch=4, clips_per_video=1),
                   "cpu", resume=True, show_progress=False)
+    fast = DiTTrainConfig(steps=8, batch=4, clips_per_video=1)
+    with pytest.raises(NervError, match="v.pt is not a `train dit` run"):  # --out names the VAE by mistake
+        train_dit(clips, tmp_path / "v.pt", tmp_path / "v.pt", fast, "cpu", resume=True, show_progress=False)
+    train_vae(clips, tmp_path / "v2.pt", preset("tiny", 128), VAETrainConfig(**{**VAE_FAST, "steps": 1, "seed": 1}), "cpu",
+              show_progress=False)
+    with pytest.raises(NervError, match="trained on another VAE than --vae"):
+        train_dit(clips, tmp_path / "v2.pt", tmp_path / "d.pt", fast, "cpu", resume=True, show_progress=False)
+    with pytest.warns(UserWarning, match="ema 0.9999 over 8 steps: the EMA weights the model samples with keep 100%"):
+        train_dit(clips, tmp_path / "v.pt", tmp_path / "e.pt", replace(fast, ema=0.9999), "cpu", show_progress=False)
+    for bad in ({"batch": 0}, {"ckpt_every": 0}, {"lr": -1.0}, {"ema": 1.0}, {"clips_per_video": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DiTTrainConfig(**bad)
 
 
 def test_train_dit_cli_turns_scheduled_sampling_off(tmp_path, clips):
@@ -461,6 +473,12 @@ def test_autodecode_fits_decoder_bank_and_encoder(tmp_path, clips, tiny_ckpt):
         training_tokens(vae, base, data, DiTTrainConfig(tokens="refined"), torch.device("cpu"))
     with pytest.raises(NervError, match="holds no autodecoder bank"):
         training_tokens(vae, base, data, DiTTrainConfig(tokens="bank"), torch.device("cpu"))
+    renamed = tmp_path / "renamed"  # the same clips, one under another name: the bank's labels would be wrong
+    shutil.copytree(clips, renamed)
+    first = sorted(renamed.rglob("*.mp4"))[0]
+    first.rename(first.with_name("z" + first.name))
+    with pytest.raises(NervError, match="the bank was trained on other videos"):
+        training_tokens(vae, whole, VideoFolder(renamed, 16, 128), DiTTrainConfig(), torch.device("cpu"))
     # scripts/motion_stages.py --bank-only: the bank's renders, judged as `eval gen` judges generated clips
     subprocess.run([sys.executable, str(ROOT / "scripts/motion_stages.py"), "--bank-only", "--bank", str(tmp_path / "w.pt"),
                     "--data", str(clips), "--bank-clips", "4", "--json", str(tmp_path / "bank.json")], check=True)

@@ -11,6 +11,7 @@ render their motion; the encoder's lose most of it, and a DiT trained on them ge
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -25,11 +26,12 @@ from ..diffusion.schedule import (
     min_snr_weights,
 )
 from ..diffusion.training import scheduled_sampling_inputs, scheduled_sampling_prob
-from ..errors import NervError
+from ..errors import NervError, option
 from ..models.dit import ImplicitDiT
 from ..models.presets import PREDICTIONS
 from ..models.refine import refine_tokens
 from ..runtime.frames import frame_times
+from .autodecode import bank_videos, check_bank_videos
 from .common import (
     CsvLog,
     Dist,
@@ -45,7 +47,7 @@ from .common import (
     unwrap,
     wrap_ddp,
 )
-from .precision import check_precision
+from .precision import check_precision, check_run_config
 
 
 @dataclass
@@ -53,7 +55,7 @@ class DiTTrainConfig:
     steps: int = 4000
     batch: int = 64  # global batch of token sets, split evenly over DDP processes
     lr: float = 2e-4
-    ema: float = 0.9999
+    ema: float = 0.999  # the model samples with the EMA: after N steps it holds ema^N of the untrained start
     min_snr_gamma: float = 5.0
     class_dropout: float = 0.1
     scheduled_sampling: float = 0.5  # final probability of feeding the model its own estimate
@@ -67,6 +69,7 @@ class DiTTrainConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        check_run_config(self)
 
 
 @torch.no_grad()
@@ -113,8 +116,21 @@ def training_tokens(vae, base: ckpt_io.Checkpoint, data: VideoFolder, cfg: DiTTr
     if bank.shape[0] != len(data):
         raise NervError(f"--tokens bank: {base.source} holds tokens for {bank.shape[0]} videos but {data.root} has "
                         f"{len(data)}; use the folder it was trained on")
+    check_bank_videos(base.train_state, bank_videos(data), data.root)  # row i is video i: labels come from the folder
     means = bank.float().view(len(data), base.config.tokens, base.config.token_dim)
     return means, torch.zeros_like(means), torch.tensor(data.labels)
+
+
+def check_resumable(state: ckpt_io.Checkpoint, base: ckpt_io.Checkpoint, out: Path) -> None:
+    """`--resume` continues a DiT run on the VAE it was trained on, with the same classes."""
+    if state.train_state.get("kind") != "dit" or state.dit is None:
+        raise NervError(f"--resume: {out} is not a `train dit` run; give the DiT run's checkpoint as --out")
+    if state.config.num_classes != base.config.num_classes:
+        raise NervError(f"--resume: {out} was trained on {state.config.num_classes} classes and the data has "
+                        f"{base.config.num_classes}; resume it on its own data folder")
+    if state.vae.keys() != base.vae.keys() or not all(torch.equal(state.vae[k], v) for k, v in base.vae.items()):
+        raise NervError(f"--resume: {out} was trained on another VAE than --vae {base.source}; resume it with the VAE "
+                        "it was trained on")
 
 
 def token_std(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
@@ -133,6 +149,10 @@ def train_dit(data_dir: Path, vae_path: Path, out: Path, cfg: DiTTrainConfig, de
     try:
         if d.main:
             check_out_path(out, resume)
+            if cfg.ema ** cfg.steps > 0.05:
+                warnings.warn(f"{option('ema')} {cfg.ema:g} over {cfg.steps} steps: the EMA weights the model samples "
+                              f"with keep {cfg.ema ** cfg.steps:.0%} of the untrained start; use a smaller "
+                              f"{option('ema')} or more steps", stacklevel=2)
         base = ckpt_io.load(vae_path)
         data = VideoFolder(data_dir, base.config.frames, base.config.res)
         if data.num_classes != base.config.num_classes:
@@ -156,6 +176,7 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
     start = 0
     if resume:
         state = ckpt_io.load(out)
+        check_resumable(state, base, out)
         if state.config.dit.prediction != model_cfg.dit.prediction:
             raise NervError(f"--resume: {out} is a {state.config.dit.prediction}-prediction run; "
                             f"resume it with --prediction {state.config.dit.prediction}")

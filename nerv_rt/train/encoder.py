@@ -30,7 +30,7 @@ from .common import (
     step_generator,
 )
 from .losses import check_frames_per_step, psnr_from_mse, reconstruction_loss
-from .precision import check_precision
+from .precision import check_precision, check_run_config
 
 
 @dataclass
@@ -50,6 +50,7 @@ class EncoderStageConfig:
     def __post_init__(self) -> None:
         check_frames_per_step(self.frames_per_step)
         check_precision(self.precision)
+        check_run_config(self)
 
 
 def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig, device: str = "auto",

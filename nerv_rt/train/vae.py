@@ -33,7 +33,7 @@ from .losses import (
     perceptual_loss,
     reconstruction_loss,
 )
-from .precision import check_precision
+from .precision import check_precision, check_run_config
 
 
 @dataclass
@@ -55,6 +55,7 @@ class VAETrainConfig:
     def __post_init__(self) -> None:
         check_frames_per_step(self.frames_per_step)
         check_precision(self.precision)
+        check_run_config(self)
 
 
 @torch.no_grad()
