@@ -497,11 +497,12 @@ def test_csv_log_starts_with_its_first_row(tmp_path):
     from nerv_rt.train.common import CsvLog
 
     path = tmp_path / "logs" / "run.csv"
-    CsvLog(path, ["loss"], resume=False)  # a run that fails before its first step
+    CsvLog(path, ["loss"])  # a run that fails before its first step
     assert not path.exists()
-    log = CsvLog(path, ["loss"], resume=False)
-    log.write(1, {"loss": 0.5})
-    CsvLog(path, ["loss"], resume=True).write(2, {"loss": 0.25})
-    assert _csv_column(path, "loss").tolist() == [0.5, 0.25]
-    CsvLog(path, ["loss"], resume=False).write(1, {"loss": 1.0})  # a new run replaces the old log
+    log = CsvLog(path, ["loss"])
+    for step in (1, 2, 3):
+        log.write(step, {"loss": 1 / step})
+    CsvLog(path, ["loss"], start=2).write(3, {"loss": 0.25})  # resumed from a checkpoint of step 2: step 3 again
+    assert _csv_column(path, "step").tolist() == [1, 2, 3] and _csv_column(path, "loss")[-1] == 0.25
+    CsvLog(path, ["loss"]).write(1, {"loss": 1.0})  # a new run replaces the old log
     assert _csv_column(path, "loss").tolist() == [1.0]

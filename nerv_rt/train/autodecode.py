@@ -146,7 +146,6 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     enc_opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.encoder_lr, betas=(0.9, 0.95), weight_decay=0.0)
     bank_opt = torch.optim.SparseAdam(bank.parameters(), lr=cfg.token_lr or AutodecodeConfig.token_lr)  # refuses 0
     times = torch.from_numpy(frame_times(model_cfg.frames)).to(dev)
-    csv_log = CsvLog(log, ["loss", "l2", "psnr", "encoder_l2", "token_l2", "lr"], resume)
     start = 0
 
     def save(step: int) -> ckpt_io.Checkpoint:
@@ -179,6 +178,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             bank.weight.data.copy_(init_bank)
         else:
             bank.weight.data.copy_(encode_first_clips(vae.encoder, data, dev, bar).flatten(1))
+        csv_log = CsvLog(log, ["loss", "l2", "psnr", "encoder_l2", "token_l2", "lr"], start)
         ck = None
         task = bar.add_task("train autodecode", total=cfg.steps, completed=start, status="")
         for step in range(start, cfg.steps):

@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from ..errors import NervError
+from ..formats import atomic_write_text
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -137,14 +138,21 @@ def lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
 
 
 class CsvLog:
-    """Append-only CSV of training scalars; one row per logged step (rank 0 only). A new log is started (its
-    header written, an old file of that name replaced) with its first row, so a run that fails before its first
-    step leaves none."""
+    """Append-only CSV of training scalars; one row per logged step (rank 0 only). A new run's log (`start` 0) is
+    started, an old file of that name replaced, with its first row, so a run that fails before its first step
+    leaves none. A resumed run (`start`: the step its checkpoint holds) drops the rows logged after that step,
+    which it trains again, and goes on counting time from the last row kept."""
 
-    def __init__(self, path: Path | None, fields: list[str], resume: bool):
+    def __init__(self, path: Path | None, fields: list[str], start: int = 0):
         self.path, self.fields = path, ["step", "time_s", *fields]
-        self.start = time.time()
-        self._new = path is not None and not (resume and path.exists())
+        self.t0 = time.time()
+        self._new = path is not None and (start == 0 or not path.exists())
+        if path is not None and not self._new:
+            rows = path.read_text().splitlines()
+            kept = rows[:1] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]
+            if len(kept) < len(rows):
+                atomic_write_text(path, "\n".join(kept) + "\n")
+            self.t0 -= float(kept[-1].split(",")[1]) if len(kept) > 1 else 0.0
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if self.path is None:
@@ -155,7 +163,7 @@ class CsvLog:
             if self._new:
                 csv.writer(f).writerow(self.fields)
                 self._new = False
-            csv.writer(f).writerow([step, f"{time.time() - self.start:.1f}", *(f"{values[k]:.6g}" for k in self.fields[2:])])
+            csv.writer(f).writerow([step, f"{time.time() - self.t0:.1f}", *(f"{values[k]:.6g}" for k in self.fields[2:])])
 
 
 def progress_bar(enabled: bool) -> Progress:

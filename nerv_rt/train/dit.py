@@ -189,7 +189,7 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
     abar = torch.from_numpy(abar_table).float().to(d.device)
     snr_w = torch.from_numpy(min_snr_weights(abar_table, cfg.min_snr_gamma, model_cfg.dit.prediction)).float().to(d.device)
     dit_ddp = wrap_ddp(dit, d)
-    csv_log = CsvLog(log if d.main else None, ["loss", "ss_prob", "lr"], resume)
+    csv_log = CsvLog(log if d.main else None, ["loss", "ss_prob", "lr"], start)
 
     with progress_bar(d.main and show_progress) as bar:
         means, stds, labels = training_tokens(vae, base, data, cfg, d.device, bar)

@@ -82,7 +82,7 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
         resume_state(ts, out, ("step", "optim"), cfg.precision)
         opt.load_state_dict(ts["optim"])
         start = int(ts["step"])
-    csv_log = CsvLog(log, ["loss", "l2", "psnr", "lr"], resume)
+    csv_log = CsvLog(log, ["loss", "l2", "psnr", "lr"], start)
 
     def save(step: int) -> ckpt_io.Checkpoint:
         ck = replace(base, vae={k: v.detach().cpu() for k, v in vae.state_dict().items()},

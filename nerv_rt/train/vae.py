@@ -127,7 +127,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
     vae_ddp, disc_ddp = wrap_ddp(vae, d), wrap_ddp(disc, d)
     times = torch.from_numpy(frame_times(model_cfg.frames)).to(d.device)
     gan_start = int(cfg.gan_start * cfg.steps)
-    csv_log = CsvLog(log if d.main else None, ["loss", "l2", "perceptual", "kl", "g_loss", "d_loss", "lr"], resume)
+    csv_log = CsvLog(log if d.main else None, ["loss", "l2", "perceptual", "kl", "g_loss", "d_loss", "lr"], start)
 
     def save(step: int) -> ckpt_io.Checkpoint:
         ck = ckpt_io.Checkpoint(config=model_cfg, vae={k: v.detach().cpu() for k, v in vae.state_dict().items()},
