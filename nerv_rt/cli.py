@@ -192,7 +192,7 @@ def _source_stats(source: str, res: int | None) -> list[dict]:
 def export(
     ckpt: str = typer.Argument(..., help="Checkpoint .pt, save_pretrained folder, or 'default' (the embedded model)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: engines/<name>/)."),
-    opset: int = typer.Option(18, help="ONNX opset of the fp32 / fp16 graphs (bf16 graphs use 22)."),
+    opset: int = typer.Option(18, help="ONNX opset of the fp32 / fp16 graphs, 18-24 (bf16 graphs use 22 or more)."),
     max_frames: int = typer.Option(16, help="Most frames per decoder call (TensorRT profile; `generate --chunk` "
                                    "above it is split into calls of this size)."),
     max_batch: int = typer.Option(4, help="Most videos per DiT call (the DiT profile goes to 2x for CFG)."),

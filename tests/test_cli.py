@@ -164,6 +164,8 @@ def test_generate_edited_onnx(tmp_path, tiny_export):
 def test_export_errors(tmp_path, tiny_export, bad_sources):
     assert_clean_error(run("export", bad_sources / "cut.pt", "--out", tmp_path / "o"), "truncated")
     assert_clean_error(run("export", tiny_export, "--out", tmp_path / "o"), "an export folder without weights")
+    for opset in ("14", "30"):  # 14 was written as 18 and recorded as 14; 30 failed in the ONNX checker
+        assert_clean_error(run("export", "default", "--opset", opset, "--out", tmp_path / "o"), "--opset must be in 18..24")
     assert not (tmp_path / "o").exists()
 
 

@@ -43,9 +43,9 @@ from .manifest import typed_file, write_manifest
 from .precision import MIN_TYPED_DECODER_PSNR_DB, PRECISIONS, opset_for, store_fp16_initializers, torch_dtype
 from .shared_weights import read_weights_from
 from .specs import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAMES, GRAPHS, GraphSpec, graph_specs
-from .trt_ops import unsupported_ops
+from .trt_ops import OPSET_RANGE, unsupported_ops
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = MIN_OPSET = 18  # the dynamo exporter's lowest: asked for less, it writes 18 anyway
 MIN_DECODER_PSNR_DB = 45.0
 TRACE_DIMS = {"B": 2, "F": 16}  # traced sizes; validation runs other sizes to prove the dims are dynamic
 CHECK_DIMS = {"B": 3, "F": 7}
@@ -220,6 +220,9 @@ def export(source: str | Path, out: Path | None = None, opset: int = DEFAULT_OPS
     resolution when the source holds several. Atomic: nothing is left at `out` if a step fails."""
     if max_frames < 1 or max_batch < 1:
         raise NervError("--max-frames and --max-batch must be at least 1")
+    if not MIN_OPSET <= opset <= OPSET_RANGE[1]:
+        raise NervError(f"--opset must be in {MIN_OPSET}..{OPSET_RANGE[1]} (torch's exporter writes {MIN_OPSET} or later, "
+                        f"TensorRT parses up to {OPSET_RANGE[1]}), got {opset}")
     models = resolve(source)
     if any(not m.has_checkpoint for m in models):
         raise NervError(f"{source}: an export folder without weights; export takes a checkpoint or 'default'")
