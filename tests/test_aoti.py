@@ -58,7 +58,9 @@ def test_generate_with_the_aoti_backend(tmp_path, tiny_aoti_export):
     assert "aoti on cpu" in res.stderr and read_frames(tmp_path / "c.mp4")[0] == 5
 
 
-def test_missing_packages_say_where_the_export_goes():
+def test_missing_packages_say_where_the_export_goes(tiny_export):
     with pytest.raises(NervError, match=r"nerv-rt export default --aoti --device cpu` and load the folder it writes "
                                         r"\(engines/default\)"):
         Pipeline.load("default", backend="aoti", device="cpu")
+    with pytest.raises(NervError, match=r"nerv-rt export \S+\.pt --aoti --device cpu` and load the folder it writes"):
+        Pipeline.load(tiny_export, backend="aoti", device="cpu")  # graphs alone: the checkpoint they came from

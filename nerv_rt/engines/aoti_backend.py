@@ -70,9 +70,12 @@ class AotiBackend(Backend):
         from ..export.manifest import stale_fields
 
         e = _entry(self.source, graph, self.device, self.precision)
-        redo = f"`nerv-rt export {self.source.origin} --aoti --device {self.device}" + (
+        # export takes weights: this source's own, else the checkpoint the folder was exported from
+        ckpt = self.source.origin if self.source.has_checkpoint else (self.source.manifest or {}).get(
+            "checkpoint", {}).get("path", "CHECKPOINT")
+        redo = f"`nerv-rt export {ckpt} --aoti --device {self.device}" + (
             f" --precision {self.precision}`" if self.precision != "fp32" else "`") + (
-            f" and load the folder it writes ({default_export_dir(self.source.origin)})" if self.source.has_checkpoint else "")
+            f" and load the folder it writes ({default_export_dir(ckpt)})")
         if e is None:
             raise NervError(f"{self.source.path}: no {self.precision} AOTInductor package of the {graph} for {self.device}; "
                             f"make them with {redo}")
