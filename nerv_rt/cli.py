@@ -6,6 +6,7 @@ nerv-rt's own warnings one `warning: ...` line.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -101,6 +103,23 @@ def _number(lo: float, hi: float, lo_open: bool = False):
             raise typer.BadParameter(f"must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value}")
         return value
     return check
+
+
+@contextlib.contextmanager
+def _says_what_an_interrupt_kept(out: Path) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) during a training stage: one line saying which step --resume would continue from."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            if out.exists():
+                from .checkpoint import load
+
+                kept = f"{out} holds step {load(out).train_state.get('step')}; --resume continues from it"
+            else:
+                kept = "no checkpoint was written yet (one is every --ckpt-every steps), so there is nothing to resume"
+            typer.echo(f"interrupted: {kept}", err=True)
+        sys.exit(130)
 
 
 def _trained(out: Path, t0: float) -> None:
@@ -428,7 +447,8 @@ def train_vae_cmd(
                           temporal_weight=temporal_weight,
                           ckpt_every=ckpt_every, seed=seed, lpips=str(lpips) if lpips else None, precision=precision)
     t0 = time.perf_counter()
-    train_vae(data, out, cfg, tcfg, device, resume, init, out.with_suffix(".csv"))
+    with _says_what_an_interrupt_kept(out):
+        train_vae(data, out, cfg, tcfg, device, resume, init, out.with_suffix(".csv"))
     _trained(out, t0)
 
 
@@ -468,7 +488,8 @@ def train_dit_cmd(
                           prediction=prediction, scheduled_sampling=scheduled_sampling, ckpt_every=ckpt_every,
                           seed=seed, precision=precision)
     t0 = time.perf_counter()
-    train_dit(data, vae, out, tcfg, device, resume, out.with_suffix(".csv"))
+    with _says_what_an_interrupt_kept(out):
+        train_dit(data, vae, out, tcfg, device, resume, out.with_suffix(".csv"))
     _trained(out, t0)
 
 
@@ -510,7 +531,8 @@ def train_autodecode_cmd(
                             token_noise=token_noise, ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps,
                             precision=precision)
     t0 = time.perf_counter()
-    train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
+    with _says_what_an_interrupt_kept(out):
+        train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
     _trained(out, t0)
 
 
@@ -544,7 +566,8 @@ def train_encoder_cmd(
                               temporal_weight=temporal_weight, ckpt_every=ckpt_every, seed=seed,
                               refine_steps=refine_steps, precision=precision)
     t0 = time.perf_counter()
-    train_encoder(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
+    with _says_what_an_interrupt_kept(out):
+        train_encoder(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
     _trained(out, t0)
 
 

@@ -239,6 +239,22 @@ def test_interrupted_run_leaves_last_checkpoint_loadable(tmp_path, clips):
     ckpt_io.build_models(ck)
 
 
+def test_interrupt_says_which_step_resume_continues_from(tmp_path, clips):
+    import signal
+
+    out = tmp_path / "run.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "nerv_rt", "train", "vae", str(clips), "--out", str(out), "--steps",
+                             "200", "--batch", "2", "--frames-per-step", "2", "--ckpt-every", "2", "--gan-start", "1",
+                             "--device", "cpu"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # as Ctrl-C
+    _, err = proc.communicate(timeout=60)
+    step = ckpt_io.load(out).train_state["step"]
+    assert proc.returncode == 130 and err.strip() == f"interrupted: {out} holds step {step}; --resume continues from it"
+
+
 def test_ddp_two_processes_match_single_process(tmp_path, clips):
     args = ["vae", str(clips), "--steps", "3", "--batch", "4", "--frames-per-step", "2", "--gan-start", "1",
             "--ckpt-every", "3", "--device", "cpu", "--lr", "0.1"]
