@@ -165,6 +165,13 @@ def test_vae_resume_matches_uninterrupted_run(tmp_path, clips):
         torch.testing.assert_close(resumed.vae[k], v, rtol=1e-5, atol=1e-6)
     exp_avg = lambda ck: ck.train_state["optim"]["state"][0]["exp_avg"]  # noqa: E731
     torch.testing.assert_close(exp_avg(resumed), exp_avg(full), rtol=1e-5, atol=1e-7)
+    with pytest.raises(NervError, match="part.pt holds step 4, past --steps 3; give --steps 4 or more"):
+        train_vae(clips, tmp_path / "part.pt", preset("tiny", 128), VAETrainConfig(steps=3, **VAE_FAST), "cpu",
+                  resume=True, show_progress=False)
+    ckpt_io.save(replace(full, train_state={**full.train_state, "kind": "dit"}), tmp_path / "dit.pt")
+    with pytest.raises(NervError, match="dit.pt is not a `train vae` run"):
+        train_vae(clips, tmp_path / "dit.pt", preset("tiny", 128), VAETrainConfig(steps=8, **VAE_FAST), "cpu",
+                  resume=True, show_progress=False)
 
 
 def test_resume_at_another_precision_warns(tmp_path, clips):

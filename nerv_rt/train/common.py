@@ -94,14 +94,18 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def resume_state(train_state: dict, path: Path, keys: tuple[str, ...], precision: str) -> dict:
+def resume_state(train_state: dict, path: Path, keys: tuple[str, ...], precision: str, steps: int) -> dict:
     """The train state `--resume` needs, refused in one line when a checkpoint lacks it: slimmed checkpoints
-    (scripts/gpu_train.sh's, packaged models) keep the weights but not the optimizers. Warns when the saved run
-    trained at another `precision` than the resumed one will (runs from before the option: auto)."""
+    (scripts/gpu_train.sh's, packaged models) keep the weights but not the optimizers; or when it is past `steps`
+    (a finished run at `steps` returns at once). Warns when the saved run trained at another `precision` than the
+    resumed one will (runs from before the option: auto)."""
     missing = [k for k in keys if k not in train_state]
     if missing:
         raise NervError(f"--resume: {path} holds no {', '.join(missing)} (a slimmed checkpoint); "
                         "start a new run from its weights instead")
+    if int(train_state["step"]) > steps:
+        raise NervError(f"--resume: {path} holds step {train_state['step']}, past --steps {steps}; give --steps "
+                        f"{train_state['step']} or more")
     saved = train_state.get("train_config", {}).get("precision", "auto")
     if saved != precision:
         warnings.warn(f"--resume: {path} was trained with --precision {saved}; it goes on with {precision}",

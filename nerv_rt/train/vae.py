@@ -108,6 +108,8 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
            init: Path | None, log: Path | None, show_progress: bool) -> ckpt_io.Checkpoint:
     state = ckpt_io.load(out) if resume else None
     if state is not None:
+        if state.train_state.get("kind") != "vae":
+            raise NervError(f"--resume: {out} is not a `train vae` run; give that run's checkpoint as --out")
         check_same_model(state.config, model_cfg, out)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     vae, disc = NeRVVAE(model_cfg).to(d.device), PatchDiscriminator().to(d.device)
@@ -116,7 +118,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
     start = 0
     if state is not None:
         vae.load_state_dict(state.vae)
-        ts = resume_state(state.train_state, out, ("step", "disc", "optim", "disc_optim"), cfg.precision)
+        ts = resume_state(state.train_state, out, ("step", "disc", "optim", "disc_optim"), cfg.precision, cfg.steps)
         disc.load_state_dict(ts["disc"])
         opt.load_state_dict(ts["optim"])
         disc_opt.load_state_dict(ts["disc_optim"])
