@@ -455,7 +455,7 @@ def train_vae_cmd(
 @train_app.command("dit")
 def train_dit_cmd(
     data: Path = typer.Argument(..., help="The videos the VAE was trained on (or others with the same classes)."),
-    vae: Path = typer.Option(..., "--vae", help="VAE checkpoint from `nerv-rt train vae`."),
+    vae: Path = typer.Option(..., "--vae", help="VAE checkpoint: from `nerv-rt train autodecode` (its bank is what the DiT learns) or `train vae`."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt): VAE + DiT + EMA + token std."),
     steps: int = typer.Option(4000, min=1, help="Optimizer steps."),
     batch: int = typer.Option(64, min=1, help="Global batch of token sets."),
