@@ -152,6 +152,16 @@ def test_eval_gen_with_a_folder_of_real_clips(tmp_path, synthetic_classes_ckpt):
               "--real", tmp_path / "real", "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["real"] == str(tmp_path / "real")
+    # a user's own classes: no class accuracy, and no figure of the classifier's that is not about them
+    own = tmp_path / "own"
+    own.mkdir()
+    for k, folder in enumerate(sorted((tmp_path / "real").iterdir())):
+        shutil.copytree(folder, own / f"c{k}")
+    ck = ckpt_io.load(synthetic_classes_ckpt)
+    ckpt_io.save(replace(ck, config=replace(ck.config, class_names=tuple(f"c{k}" for k in range(8)))), tmp_path / "own.pt")
+    res = run("eval", "gen", "--model", tmp_path / "own.pt", "--n-per-class", 2, "--steps", 2, "--real", own)
+    assert res.returncode == 0, res.stderr
+    assert "the classifier does not know these classes" in res.stdout and "accuracy on real clips" not in res.stdout
     shutil.rmtree(tmp_path / "real" / "zoom_out")
     assert_clean_error(run("eval", "gen", "--model", synthetic_classes_ckpt, "--real", tmp_path / "real"),
                        "fewer than 2 clips of 16 frames for classes ['zoom_out']")
