@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, reason
 from .formats import CHECKPOINT_FORMAT as FORMAT
 from .formats import CHECKPOINT_VERSION as VERSION
 from .formats import CONFIG_FILE, WEIGHTS_FILE, atomic_path, atomic_write_text, check_version, read_json
@@ -92,8 +92,7 @@ def _read_pt(path: Path) -> dict[str, Any]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unpickling failure means "not ours"
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a nerv-rt checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a nerv-rt checkpoint ({reason(e)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a nerv-rt checkpoint (no format marker {FORMAT!r})")
     return raw

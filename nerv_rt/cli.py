@@ -676,7 +676,8 @@ def eval_recon(
     else:
         fvd = f" | FVD {result['fvd']:.1f}" if "fvd" in result else ""
         typer.echo(f"PSNR {result['psnr']:.2f} dB | SSIM {result['ssim']:.4f} | motion ratio {result['motion_ratio']:.2f}"
-                   f"{fvd} over {result['clips']} clips, {result['refine_steps']} refinement steps ({result['backend']})")
+                   f"{fvd} over {result['clips']} clip{'s' * (result['clips'] != 1)}, {result['refine_steps']} refinement "
+                   f"steps ({result['backend']})")
 
 
 @eval_app.command("gen")

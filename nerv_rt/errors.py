@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextvars
+import re
 
 
 class NervError(Exception):
@@ -16,6 +17,16 @@ def option(name: str, flag: str | None = None) -> str:
     """How an error names a parameter: its command-line flag (`flag`, else `name` with dashes: --refine-steps)
     when the CLI runs, the Python API's parameter name (refine_steps) otherwise."""
     return f"--{flag or name.replace('_', '-')}" if ON_COMMAND_LINE.get() else name
+
+
+def reason(e: BaseException, limit: int = 120) -> str:
+    """A library's exception as a short reason inside one error line: its first sentence (or line), never cut
+    mid-word; the exception's type when it says nothing."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    first = re.split(r"(?<=[.!?])\s", text.splitlines()[0])[0]
+    return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def interrupt(*_) -> None:

@@ -120,3 +120,13 @@ def test_interrupted_save_leaves_previous_file(tmp_path, monkeypatch):
         ckpt_io.save(random_checkpoint(seed=2), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]
+
+
+def test_library_errors_become_short_reasons():
+    from nerv_rt.errors import reason
+
+    long = "Weights only load failed. In PyTorch 2.6, we changed the default value of weights_only.\nTraceback ..."
+    assert reason(Exception(long)) == "Weights only load failed."
+    assert reason(ValueError()) == "ValueError"
+    cut = reason(RuntimeError("word " * 40), limit=22)
+    assert cut == "word word word word ..."  # whole words

@@ -182,6 +182,13 @@ def test_resume_at_another_precision_warns(tmp_path, clips):
                   "cpu", resume=True, show_progress=False)
 
 
+def test_refuses_more_frames_per_step_than_a_clip_has(tmp_path, clips):
+    with pytest.raises(NervError, match="frames_per_step 17 is more than the model's clips have \\(16\\)"):
+        train_vae(clips, tmp_path / "x.pt", preset("tiny", 128), VAETrainConfig(**{**VAE_FAST, "frames_per_step": 17}),
+                  "cpu", show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_refuses_to_overwrite_without_resume(tmp_path, clips):
     (tmp_path / "x.pt").write_bytes(b"")
     with pytest.raises(NervError, match="pass --resume"):

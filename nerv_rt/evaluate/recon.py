@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NervError
+from ..errors import NervError, reason
 from ..runtime.pipeline import Pipeline
 from ..runtime.video_io import list_videos, read_video
 from .metrics import frechet_distance, motion, psnr, ssim
@@ -40,7 +40,7 @@ class FeatureExtractor:
         try:
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except (RuntimeError, ValueError, OSError) as e:
-            raise NervError(f"{path}: not a TorchScript feature extractor ({str(e).splitlines()[0][:100]})") from None
+            raise NervError(f"{path}: not a TorchScript feature extractor ({reason(e)})") from None
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         """uint8 clip [T, H, W, 3] -> features [1, D]."""

@@ -37,7 +37,7 @@ from .common import (
     resume_state,
     step_generator,
 )
-from .losses import check_frames_per_step, psnr_from_mse, reconstruction_loss
+from .losses import check_frames_per_clip, check_frames_per_step, psnr_from_mse, reconstruction_loss
 from .precision import check_precision, check_run_config
 
 
@@ -127,6 +127,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     init_bank = init_state.get("bank") if init_state.get("kind") == "autodecode" else None
     base = replace(base, config=replace(base.config, refine_steps=cfg.refine_steps), dit=None, ema=None)
     model_cfg = base.config
+    check_frames_per_clip(cfg.frames_per_step, model_cfg.frames)
     data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
     videos_id = bank_videos(data)
     if cfg.token_lr == 0 and init_bank is None and not resume:

@@ -29,7 +29,7 @@ from .common import (
     resume_state,
     step_generator,
 )
-from .losses import check_frames_per_step, psnr_from_mse, reconstruction_loss
+from .losses import check_frames_per_clip, check_frames_per_step, psnr_from_mse, reconstruction_loss
 from .precision import check_precision, check_run_config
 
 
@@ -64,10 +64,12 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
     dev = pick_device(device)
     base = ckpt_io.load(out if resume else init)
     if not resume and base.dit is None:  # an autodecode run: its train state (the bank) would be replaced
-        raise NervError(f"--init {init} holds no DiT: run `train dit` on it first (the DiT learns its bank)")
+        raise NervError(f"--init {init} holds no DiT: the encoder stage comes last, after `train dit` "
+                        "(decoder and DiT carry over as they are)")
     if cfg.refine_steps is not None:
         base = replace(base, config=replace(base.config, refine_steps=cfg.refine_steps))
     model_cfg = base.config
+    check_frames_per_clip(cfg.frames_per_step, model_cfg.frames)
     data = VideoFolder(data_dir, model_cfg.frames, model_cfg.res)
     vae, _ = ckpt_io.build_models(base, dev)
     decoder, encoder = vae.decoder.eval(), vae.encoder.train()

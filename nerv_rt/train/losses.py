@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import NervError
+from ..errors import NervError, option, reason
 
 
 def psnr_from_mse(mse: Tensor) -> Tensor:
@@ -60,6 +60,12 @@ def check_frames_per_step(frames_per_step: int) -> None:
         raise ValueError(f"frames_per_step must be 2 or more (the temporal term compares frames), got {frames_per_step}")
 
 
+def check_frames_per_clip(frames_per_step: int, frames: int) -> None:
+    """A step samples `frames_per_step` distinct frames of each clip: at most the model's clip length."""
+    if frames_per_step > frames:
+        raise NervError(f"{option('frames_per_step')} {frames_per_step} is more than the model's clips have ({frames})")
+
+
 def reconstruction_loss(recon: Tensor, target: Tensor, temporal_weight: float) -> tuple[Tensor, Tensor]:
     """(L2 + temporal_weight * temporal L2, the plain L2) of frames (B, K, 3, H, W)."""
     l2 = F.mse_loss(recon.float(), target)
@@ -86,7 +92,7 @@ class TorchScriptLPIPS(nn.Module):
         try:
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except (RuntimeError, ValueError, OSError) as e:
-            raise NervError(f"{path}: not a TorchScript LPIPS module ({str(e).splitlines()[0][:100]})") from None
+            raise NervError(f"{path}: not a TorchScript LPIPS module ({reason(e)})") from None
         for p in self.net.parameters():
             p.requires_grad_(False)
 

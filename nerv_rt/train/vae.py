@@ -27,6 +27,7 @@ from .common import (
 )
 from .losses import (
     PatchDiscriminator,
+    check_frames_per_clip,
     check_frames_per_step,
     hinge_d_loss,
     hinge_g_loss,
@@ -107,6 +108,7 @@ def train_vae(data_dir: Path, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
 def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainConfig, d: Dist, resume: bool,
            init: Path | None, log: Path | None, show_progress: bool) -> ckpt_io.Checkpoint:
     state = ckpt_io.load(out) if resume else None
+    check_frames_per_clip(cfg.frames_per_step, model_cfg.frames)
     if state is not None:
         if state.train_state.get("kind") != "vae":
             raise NervError(f"--resume: {out} is not a `train vae` run; give that run's checkpoint as --out")
