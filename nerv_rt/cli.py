@@ -272,9 +272,12 @@ def build(
     """Build TensorRT engines from an export folder. An engine is reused while its key (ONNX sha256,
     precision, profiles, TensorRT version, GPU and compute capability, builder settings) is unchanged."""
     from .export.trt_build import build_engines
-    from .runtime.sources import resolve
+    from .runtime.sources import ASSETS_DIR, resolve
 
     for m in resolve(folder):
+        if m.path.resolve().is_relative_to(ASSETS_DIR):  # plans and manifest would be written into the package
+            _fail("the embedded default model is part of the installed package; export it first (`nerv-rt export "
+                  "default`), then build the folder it writes: `nerv-rt build engines/default`")
         if not m.has_graphs:
             _fail(f"{m.path}: not an export folder; run `nerv-rt export` first")
         build_engines(m.path, m.manifest, precision, max_batch, max_frames, workspace, step=lambda s: console.print(s))

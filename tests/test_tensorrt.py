@@ -221,3 +221,9 @@ def test_build_and_run_tensorrt_engines(source, request, tmp_path):  # pragma: n
     a = Pipeline.load(folder, backend="tensorrt").generate(frames=4, steps=3)
     b = Pipeline.load(folder, backend="onnxruntime", device="cpu").generate(frames=4, steps=3)
     assert abs(a.astype(int) - b).max() <= 3
+
+
+def test_build_leaves_the_installed_default_alone(tmp_path):
+    from tests.test_cli import assert_clean_error, run
+
+    assert_clean_error(run("build", "default", cwd=tmp_path), "export it first (`nerv-rt export default`)")
