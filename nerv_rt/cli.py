@@ -95,12 +95,14 @@ def _fail(msg: str) -> None:
     raise NervError(msg)
 
 
-def _number(lo: float, hi: float, lo_open: bool = False):
-    """An option callback: the value must be a finite number in [lo, hi] ((lo, hi] with lo_open); nan and
-    inf are refused like any other value out of range."""
+def _number(lo: float, hi: float = math.inf, lo_open: bool = False):
+    """An option callback: the value must be a finite number in [lo, hi] ((lo, hi] with lo_open; no upper bound
+    without hi); nan and inf are refused like any other value out of range (typer's own min= lets them through)."""
     def check(value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and (lo < value if lo_open else lo <= value) and value <= hi):
-            raise typer.BadParameter(f"must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value}")
+            wanted = (f"a finite number {'>' if lo_open else '>='} {lo:g}" if hi == math.inf else
+                      f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+            raise typer.BadParameter(f"must be {wanted}, got {value}")
         return value
     return check
 
@@ -325,6 +327,7 @@ def generate(
     m = pipe.model(res)
     pipe.class_index(class_label, m.config)
     pipe.check_chunk(chunk, m.config.res, frames)
+    m.load_graphs()
     fps = default_fps(m.config, frames) if fps is None else fps
     paths = output_paths(out, n)
     console.print(f"{model} at {m.config.res}^2 on {pipe.describe()}")
@@ -421,10 +424,10 @@ def train_vae_cmd(
     batch: int = typer.Option(8, min=1, help="Global batch of clips (split over DDP processes)."),
     frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip the decoder is supervised on per step (2 or "
                                         "more: the temporal term compares consecutive ones)."),
-    lr: float = typer.Option(3e-4, min=0, help="Peak learning rate (warm-up, then cosine to 10%)."),
+    lr: float = typer.Option(3e-4, callback=_number(0), help="Peak learning rate (warm-up, then cosine to 10%)."),
     gan_start: float = typer.Option(0.6, help="Fraction of steps before the GAN loss starts."),
     gan_weight: float = typer.Option(0.05, help="Weight of the hinge GAN loss (0 disables the discriminator)."),
-    temporal_weight: float = typer.Option(1.0, min=0, help="Weight of the L2 on frame-to-frame changes (motion)."),
+    temporal_weight: float = typer.Option(1.0, callback=_number(0), help="Weight of the L2 on frame-to-frame changes (motion)."),
     kl_weight: float = typer.Option(1e-6, help="Weight of the KL term (summed over tokens)."),
     perceptual_weight: float = typer.Option(0.1, help="Weight of the perceptual term (LPIPS or its substitute)."),
     lpips: Path | None = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
@@ -462,7 +465,7 @@ def train_dit_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt): VAE + DiT + EMA + token std."),
     steps: int = typer.Option(4000, min=1, help="Optimizer steps."),
     batch: int = typer.Option(64, min=1, help="Global batch of token sets."),
-    lr: float = typer.Option(2e-4, min=0, help="Peak learning rate."),
+    lr: float = typer.Option(2e-4, callback=_number(0), help="Peak learning rate."),
     ema: float = typer.Option(0.999, callback=_number(0, 0.99999), help="EMA decay of the DiT weights (the model "
                               "samples with the EMA: after N steps it still holds ema^N of the untrained start, "
                               "0.25 % at 0.999 and 6000 steps)."),
@@ -506,15 +509,15 @@ def train_autodecode_cmd(
     batch: int = typer.Option(8, min=1, help="Videos per step."),
     frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip rendered per step (2 or more: the "
                                         "temporal term compares consecutive ones)."),
-    lr: float = typer.Option(5e-4, min=0, help="Decoder peak learning rate (warm-up, then cosine to 10%); 0 freezes "
+    lr: float = typer.Option(5e-4, callback=_number(0), help="Decoder peak learning rate (warm-up, then cosine to 10%); 0 freezes "
                              "the decoder."),
-    token_lr: float = typer.Option(1e-2, min=0, help="Learning rate of the per-video tokens (sparse Adam); 0 freezes "
+    token_lr: float = typer.Option(1e-2, callback=_number(0), help="Learning rate of the per-video tokens (sparse Adam); 0 freezes "
                                    "the bank (with --lr 0: an encoder-only stage)."),
-    temporal_weight: float = typer.Option(1.0, min=0, help="Weight of the L2 on frame-to-frame changes (motion)."),
-    encoder_weight: float = typer.Option(0.1, min=0, help="Encoder's L2 onto the bank's tokens (it also renders through "
+    temporal_weight: float = typer.Option(1.0, callback=_number(0), help="Weight of the L2 on frame-to-frame changes (motion)."),
+    encoder_weight: float = typer.Option(0.1, callback=_number(0), help="Encoder's L2 onto the bank's tokens (it also renders through "
                                          "the decoder); 0 keeps the encoder frozen."),
-    encoder_lr: float = typer.Option(2e-4, min=0, help="Encoder peak learning rate; 0 freezes it."),
-    token_noise: float = typer.Option(0.0, min=0, help="Gaussian noise on the tokens the decoder renders from, times "
+    encoder_lr: float = typer.Option(2e-4, callback=_number(0), help="Encoder peak learning rate; 0 freezes it."),
+    token_noise: float = typer.Option(0.0, callback=_number(0), help="Gaussian noise on the tokens the decoder renders from, times "
                                       "the bank's std: points near an entry render its clip (class between entries)."),
     refine_steps: int = typer.Option(80, min=0, help="Token refinement steps stored as the output's default encoding."),
     ckpt_every: int = typer.Option(250, min=1, help="Write the checkpoint every this many steps."),
@@ -550,8 +553,8 @@ def train_encoder_cmd(
     batch: int = typer.Option(8, min=1, help="Clips per step."),
     frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip rendered per step (2 or more: the "
                                         "temporal term compares consecutive ones)."),
-    lr: float = typer.Option(1e-3, min=0, help="Encoder peak learning rate (warm-up, then cosine to 10%)."),
-    temporal_weight: float = typer.Option(1.0, min=0, help="Weight of the L2 on frame-to-frame changes (motion)."),
+    lr: float = typer.Option(1e-3, callback=_number(0), help="Encoder peak learning rate (warm-up, then cosine to 10%)."),
+    temporal_weight: float = typer.Option(1.0, callback=_number(0), help="Weight of the L2 on frame-to-frame changes (motion)."),
     refine_steps: int = typer.Option(None, min=0, help="Token refinement steps stored as the output's default encoding "
                                      "(default: the checkpoint's)."),
     ckpt_every: int = typer.Option(250, min=1, help="Write the checkpoint every this many steps."),

@@ -13,10 +13,13 @@ class NervError(Exception):
 ON_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("nerv_rt_on_command_line", default=False)
 
 
-def option(name: str, flag: str | None = None) -> str:
-    """How an error names a parameter: its command-line flag (`flag`, else `name` with dashes: --refine-steps)
-    when the CLI runs, the Python API's parameter name (refine_steps) otherwise."""
-    return f"--{flag or name.replace('_', '-')}" if ON_COMMAND_LINE.get() else name
+FLAGS = {"class_label": "class"}  # parameters whose command-line flag is not their name with dashes
+
+
+def option(name: str) -> str:
+    """How an error names a parameter: its command-line flag (--refine-steps, --class) when the CLI runs, the
+    Python API's parameter name (refine_steps, class_label) otherwise."""
+    return f"--{FLAGS.get(name, name.replace('_', '-'))}" if ON_COMMAND_LINE.get() else name
 
 
 def reason(e: BaseException, limit: int = 120) -> str:
@@ -25,7 +28,9 @@ def reason(e: BaseException, limit: int = 120) -> str:
     text = str(e).strip()
     if not text:
         return type(e).__name__
-    first = re.split(r"(?<=[.!?])\s", text.splitlines()[0])[0]
+    line = text.splitlines()[0]
+    first = re.split(r"(?<=[.!?])\s", line)[0]
+    first = first if len(first) >= 25 else line  # "Expected e.g." is no sentence
     return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + " ..."
 
 

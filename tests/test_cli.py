@@ -178,7 +178,8 @@ def test_train_refuses_one_frame_per_step(tmp_path, stage):
 
 
 @pytest.mark.parametrize("stage", ["vae", "dit", "autodecode", "encoder"])
-@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--batch", "0"), ("--ckpt-every", "0"), ("--lr", "-1")])
+@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--batch", "0"), ("--ckpt-every", "0"), ("--lr", "-1"),
+                                        ("--lr", "nan")])
 def test_train_refuses_values_no_run_can_use(tmp_path, stage, flag, value):
     res = run("train", stage, tmp_path, "--out", tmp_path / "x.pt", flag, value)
     assert_clean_error(res, f"Invalid value for '{flag}'")

@@ -276,6 +276,12 @@ def test_pipeline_refuses_wrong_types_before_any_work(tiny_export, tmp_path):
         pipe.sample([VideoDraw(0, 0, "pan_left")])
     with pytest.raises(NervError, match="index must be >= 0"):
         pipe.sample([VideoDraw(0, -1)])
+    with pytest.raises(NervError, match="^seed must be in"):
+        pipe.sample([VideoDraw(-1), VideoDraw(5)])
+    from fractions import Fraction
+
+    a = pipe.sample_tokens(steps=2, guidance=Fraction(3, 2), eta=np.float32(0.5), sampler="ddim")
+    assert np.array_equal(a, pipe.sample_tokens(steps=2, guidance=1.5, eta=0.5, sampler="ddim"))  # rationals work
     tokens = pipe.sample_tokens(n=2, steps=2)
     with pytest.raises(NervError, match="^frame_t must be numbers"):
         pipe.decode(tokens, frame_t=["a"])
@@ -296,8 +302,9 @@ def test_edited_onnx_is_refused(tmp_path, tiny_export):
     shutil.copytree(tiny_export, copy)
     with open(copy / "decoder.onnx", "ab") as f:
         f.write(b"\0")
-    with pytest.raises(CheckpointError, match="sha256 does not match"):  # at load
-        Pipeline.load(copy, backend="onnxruntime")
+    pipe = Pipeline.load(copy, backend="onnxruntime")
+    with pytest.raises(CheckpointError, match="sha256 does not match"):
+        pipe.generate(frames=2, steps=1)
 
 
 def test_onnxruntime_path_never_imports_torch(tiny_export):

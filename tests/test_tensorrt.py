@@ -112,6 +112,9 @@ def test_engine_from_another_gpu_or_tensorrt_says_rebuild(tmp_path):
         check_runtime_match(entry, "10.5.0", "NVIDIA H100", "9.0", tmp_path / "dit.fp16.plan")
     with pytest.raises(NervError, match=r"gpu NVIDIA H100 \(running NVIDIA L4\)"):
         check_runtime_match(entry, "10.3.0", "NVIDIA L4", "8.9", tmp_path / "dit.fp16.plan")
+    entry["key"]["build_policy"] -= 1  # a plan built with older builder settings
+    with pytest.raises(NervError, match=r"build_policy 1 \(running 2\).*nerv-rt build"):
+        check_runtime_match(entry, "10.3.0", "NVIDIA H100", "9.0", tmp_path / "dit.fp16.plan")
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed: the missing-package error cannot occur")

@@ -534,5 +534,9 @@ def test_csv_log_starts_with_its_first_row(tmp_path):
         log.write(step, {"loss": 1 / step})
     CsvLog(path, ["loss"], start=2).write(3, {"loss": 0.25})  # resumed from a checkpoint of step 2: step 3 again
     assert _csv_column(path, "step").tolist() == [1, 2, 3] and _csv_column(path, "loss")[-1] == 0.25
+    with open(path, "a") as f:
+        f.write("4,9.5,0.1")  # a row cut off by a kill mid-write (no newline, no loss digits after it)
+    CsvLog(path, ["loss"], start=3).write(4, {"loss": 0.2})
+    assert _csv_column(path, "step").tolist() == [1, 2, 3, 4] and _csv_column(path, "loss")[-1] == 0.2
     CsvLog(path, ["loss"]).write(1, {"loss": 1.0})  # a new run replaces the old log
     assert _csv_column(path, "loss").tolist() == [1.0]

@@ -3,6 +3,7 @@ for this machine's CPU or GPU, loaded without the model code. On CUDA the runtim
 loop in one CUDA graph, as with torch-cudagraph: a package runs on torch's current stream."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from ..errors import NervError
 from ..export.specs import GraphSpec, graph_specs
 from ..formats import sha256_file
-from ..runtime.sources import ModelSource, default_export_dir
+from ..runtime.sources import ASSETS_DIR, DEFAULT, ModelSource, default_export_dir
 from .base import Backend
 
 
@@ -59,6 +60,20 @@ class AotiBackend(Backend):
         self.can_capture = capture and device == "cuda"
         self.specs = graph_specs(source.config)
         self._runners: dict[str, Any] = {}  # one loaded package (weights on the device) per graph, shared by engines
+        if not any(_entry(source, g, device, precision) for g in self.specs):  # fail at load, not at the first call
+            raise NervError(f"{source.path}: no {precision} AOTInductor packages for {device}; make them with "
+                            f"{self._redo()}")
+
+    def _redo(self) -> str:
+        """The command that compiles this source's packages for this device and precision, and where they go."""
+        # export takes weights: this source's own, else the checkpoint the folder was exported from
+        ckpt = self.source.origin if self.source.has_checkpoint else (self.source.manifest or {}).get(
+            "checkpoint", {}).get("path", "CHECKPOINT")
+        if Path(ckpt).resolve().is_relative_to(ASSETS_DIR):  # an export of the embedded default
+            ckpt = DEFAULT
+        return (f"`nerv-rt export {ckpt} --aoti --device {self.device}"
+                + (f" --precision {self.precision}`" if self.precision != "fp32" else "`")
+                + f" and load the folder it writes ({default_export_dir(ckpt)})")
 
     def engine(self, graph: str) -> AotiEngine:
         if graph not in self._runners:
@@ -70,12 +85,7 @@ class AotiBackend(Backend):
         from ..export.manifest import stale_fields
 
         e = _entry(self.source, graph, self.device, self.precision)
-        # export takes weights: this source's own, else the checkpoint the folder was exported from
-        ckpt = self.source.origin if self.source.has_checkpoint else (self.source.manifest or {}).get(
-            "checkpoint", {}).get("path", "CHECKPOINT")
-        redo = f"`nerv-rt export {ckpt} --aoti --device {self.device}" + (
-            f" --precision {self.precision}`" if self.precision != "fp32" else "`") + (
-            f" and load the folder it writes ({default_export_dir(ckpt)})")
+        redo = self._redo()
         if e is None:
             raise NervError(f"{self.source.path}: no {self.precision} AOTInductor package of the {graph} for {self.device}; "
                             f"make them with {redo}")

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import NervError
-from ..export.manifest import PRECISIONS, verify_graph
+from ..export.manifest import PRECISIONS, graph_entry, verify_graph
 from ..export.specs import GraphSpec, graph_specs
 from ..runtime.sources import ModelSource
 from .base import Backend
@@ -127,6 +127,8 @@ class OrtBackend(Backend):
         self.device, self.precision, self.cuda_graph = device, precision, cuda_graph
         self.folder, self.manifest = source.path, source.manifest
         self.specs = graph_specs(source.config)
+        for graph in self.manifest["graphs"]:  # a precision the export lacks fails at load, not at the first call
+            graph_entry(self.folder, self.manifest, graph, precision)
 
     def engine(self, graph: str) -> OrtEngine:
         path = verify_graph(self.folder, self.manifest, graph, self.precision)

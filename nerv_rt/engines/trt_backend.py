@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import NervError
 from ..export.manifest import graph_entry, graph_sha256
 from ..export.specs import GRAPHS, GraphSpec, graph_specs
-from ..export.trt_build import check_runtime_match, engine_entry, import_tensorrt, tensorrt_available
+from ..export.trt_build import BUILD_POLICY, check_runtime_match, engine_entry, import_tensorrt, tensorrt_available
 from ..formats import sha256_file
 from ..machine import gpu_identity
 from ..runtime.sources import ModelSource
@@ -56,7 +56,8 @@ def engines_ready(source: ModelSource, precision: str = "fp32") -> bool:
     except NervError:
         return False
     return all(e["key"].get("tensorrt") == trt.__version__ and e["key"].get("gpu") == gpu
-               and e["key"].get("compute_capability") == cc for e in entries if e is not None)
+               and e["key"].get("compute_capability") == cc and e["key"].get("build_policy") == BUILD_POLICY
+               for e in entries if e is not None)
 
 
 class TrtEngine:

@@ -8,18 +8,16 @@ import numpy as np
 
 from ..errors import NervError, option
 
-FLAGS = {"class_label": "class"}  # parameters whose command-line flag has another name
-
 
 def check_ints(**values: object) -> None:
     """Counts, indices and seeds are whole numbers (numpy's too), never floats or bools."""
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise NervError(f"{option(name, FLAGS.get(name))} must be a whole number, got {v!r}")
+            raise NervError(f"{option(name)} must be a whole number, got {v!r}")
 
 
 def check_numbers(**values: object) -> None:
     """Rates and weights are real numbers (numpy's and Fractions too), never strings, None or bools."""
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise NervError(f"{option(name, FLAGS.get(name))} must be a number, got {v!r}")
+            raise NervError(f"{option(name)} must be a number, got {v!r}")

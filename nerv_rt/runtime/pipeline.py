@@ -159,14 +159,13 @@ class Pipeline:
         `pipe.backend_name` says which one `auto` picked.
 
         cuda_graph: None = the backend's default (whole-loop capture on torch-cudagraph, tensorrt and aoti
-        on CUDA; off for onnxruntime, where True turns on ONNX Runtime's own CUDA graphs). The DiT and decoder
-        of every resolution are loaded and verified here, so a missing graph or engine fails the load, not a
-        later call."""
+        on CUDA; off for onnxruntime, where True turns on ONNX Runtime's own CUDA graphs). A source with no
+        graphs of `precision` (onnxruntime), no packages for this device (aoti) or no engines (tensorrt) fails
+        here; graphs load when first used (`load_graphs` loads the DiT and decoder now)."""
         models = []
         for src in resolve(source):
             be = open_backend(backend, src, device, precision, cuda_graph)
             models.append(_Model(src, be, be.asarray(_token_std(src))))
-            models[-1].load_graphs()
         return cls(models)
 
     @classmethod
@@ -256,15 +255,18 @@ class Pipeline:
         cfg = m.config
         for v in videos:
             check_ints(seed=v.seed, index=v.index, **({} if v.label is None else {"class_label": v.label}))
+            check_sampling(steps, sampler, guidance, eta, len(videos), v.seed)
             if v.index < 0:
                 raise NervError(f"a VideoDraw's index must be >= 0, got {v.index}")
-        check_sampling(steps, sampler, guidance, eta, len(videos), max((v.seed for v in videos), default=0))
+        if not videos:
+            raise NervError("sample needs at least one VideoDraw")
+        guidance, eta = float(guidance), float(eta)  # numpy scalars or Fractions would make object arrays
         if len(videos) > m.sample_batch:
             raise NervError(f"{len(videos)} videos in one sampling run; the {self.backend_name} engines take at most "
                             f"{m.sample_batch} (use sample_tokens, which splits)")
         for v in videos:
             if v.label is not None and not 0 <= v.label < cfg.num_classes:
-                raise NervError(f"{option('class_label', 'class')} must be in 0..{cfg.num_classes - 1}, got {v.label}")
+                raise NervError(f"{option('class_label')} must be in 0..{cfg.num_classes - 1}, got {v.label}")
         # 1. Seeded host inputs: labels, x_T, per-step noise, coefficient table
         host = prepare_inputs(videos, cfg.tokens, cfg.token_dim, cfg.num_classes, steps, sampler, eta, guidance)
         with self._lock:
@@ -404,9 +406,9 @@ class Pipeline:
         if video.dtype != np.uint8 or video.ndim != 5 or video.shape[1:] != expected or len(video) == 0:
             raise NervError(f"encode expects uint8 videos [n >= 1, {cfg.frames}, {cfg.res}, {cfg.res}, 3], got "
                             f"{video.dtype} {video.shape}")
-        encoder = m.engine("encoder")
         x = (video.astype(np.float32) / 127.5 - 1.0).transpose(0, 1, 4, 2, 3)  # (n, T, 3, H, W)
-        with self._lock:
+        with self._lock:  # loading the encoder is device work too (a TensorRT engine and its buffer)
+            encoder = m.engine("encoder")
             tokens = np.stack([m.backend.numpy(encoder(video=m.backend.asarray(v[None]))["mean"])[0].copy() for v in x])
             if refine_steps:
                 tokens = m.backend.numpy(m.backend.refine_tokens(m.backend.asarray(tokens), m.backend.asarray(x),
@@ -423,10 +425,10 @@ class Pipeline:
         if isinstance(label, str) and not re.fullmatch(r"-?[0-9]+", label):  # "3" is an index, as on the command line
             if label not in cfg.class_names:
                 names = ", ".join(cfg.class_names) or "none recorded"
-                raise NervError(f"{option('class_label', 'class')} {label!r} is not a class of this model (names: {names})")
+                raise NervError(f"{option('class_label')} {label!r} is not a class of this model (names: {names})")
             return cfg.class_names.index(label)
         if not 0 <= int(label) < cfg.num_classes:
-            raise NervError(f"{option('class_label', 'class')} must be in 0..{cfg.num_classes - 1}, got {label}")
+            raise NervError(f"{option('class_label')} must be in 0..{cfg.num_classes - 1}, got {label}")
         return int(label)
 
     def synchronize(self) -> None:

@@ -132,9 +132,10 @@ def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: float = 8, quali
     path = Path(path)
     suffix = path.suffix.lower()
     check_quality(quality)
-    if suffix == ".gif" and fps > GIF_MAX_FPS:
-        warnings.warn(f"{path}: a .gif plays at most {GIF_MAX_FPS} fps, so this one plays at {GIF_MAX_FPS} instead of "
-                      f"{float(fps):g} fps (slower); write .mp4 for the full rate", stacklevel=2)
+    played = 100 / gif_delay_cs(fps)
+    if suffix == ".gif" and abs(played - fps) > 0.05 * fps:
+        warnings.warn(f"{path}: a .gif frame lasts whole centiseconds and plays at most {GIF_MAX_FPS} fps, so this one "
+                      f"plays at {played:.3g} fps instead of {float(fps):g}; write .mp4 for the exact rate", stacklevel=2)
     with atomic_path(path, folder=PNG_FRAMES if suffix == "" else None) as tmp:
         if suffix == ".mp4":
             _write_mp4(chunks, tmp, fps, quality, path)
@@ -160,7 +161,8 @@ def _write_mp4(chunks: Iterable[np.ndarray], tmp: Path, fps: float, quality: str
                 H, W = chunk.shape[1:3]
                 if H % 2 or W % 2:
                     raise NervError(f"{path}: H.264 needs even frame sizes, got {W}x{H}")
-                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                rate = fps if isinstance(fps, Fraction) else Fraction(float(fps))  # numpy floats: no Fraction()
+                stream = container.add_stream("libx264", rate=rate.limit_denominator(1001))
                 stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
                 stream.options = {"crf": _CRF[quality], "preset": "medium"}
             for frame in chunk:

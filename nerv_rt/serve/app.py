@@ -84,7 +84,9 @@ class Generator:
         self.options = ServeOptions(**options)
         self.pipe = Pipeline.load(self.options.model, backend=self.options.backend,
                                   device=self.options.replica_device(), precision=self.options.precision)
-        self.configs = {r: m.config for r, m in self.pipe.models.items()}  # Pipeline.load verified the graphs
+        self.configs = {r: m.config for r, m in self.pipe.models.items()}
+        for m in self.pipe.models.values():  # a replica that cannot serve fails here, not at its first request
+            m.load_graphs()
         self.generate.set_max_batch_size(self.options.max_batch)
         self.generate.set_batch_wait_timeout_s(self.options.batch_wait_ms / 1000)
         self.runs = itertools.count(1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 import time
 import warnings
@@ -153,8 +154,11 @@ class CsvLog:
         self._new = path is not None and (start == 0 or not path.exists())
         if path is not None and not self._new:
             rows = path.read_text().splitlines()
-            kept = rows[:1] + [r for r in rows[1:] if int(r.split(",")[0]) <= start]
-            if len(kept) < len(rows):
+            if not rows or rows[0].split(",") != self.fields:  # not this stage's log: start a new one
+                self._new = True
+                return
+            kept = rows[:1] + [r for r in rows[1:] if _logged_step(r, len(self.fields)) <= start]
+            if len(kept) < len(rows):  # rows past the checkpoint, or one cut off by a kill mid-write
                 atomic_write_text(path, "\n".join(kept) + "\n")
             self.t0 -= float(kept[-1].split(",")[1]) if len(kept) > 1 else 0.0
 
@@ -168,6 +172,15 @@ class CsvLog:
                 csv.writer(f).writerow(self.fields)
                 self._new = False
             csv.writer(f).writerow([step, f"{time.time() - self.t0:.1f}", *(f"{values[k]:.6g}" for k in self.fields[2:])])
+
+
+def _logged_step(row: str, columns: int) -> float:
+    """A log row's step; infinity for a row cut short, so that it is dropped."""
+    cells = row.split(",")
+    try:
+        return int(cells[0]) if len(cells) == columns and cells[-1] else math.inf
+    except ValueError:
+        return math.inf
 
 
 def progress_bar(enabled: bool) -> Progress:

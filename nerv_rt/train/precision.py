@@ -2,6 +2,8 @@
 CLI checks its options before torch loads."""
 from __future__ import annotations
 
+import math
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -14,10 +16,12 @@ def check_run_config(cfg: object) -> None:
     """ValueError on a stage config's shared fields that no run can use (the CLI refuses them as options first):
     counts below 1, negative learning rates, an EMA decay outside [0, 1)."""
     for name in ("steps", "batch", "ckpt_every", "clips_per_video"):
-        if getattr(cfg, name, 1) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+        v = getattr(cfg, name, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
     for name in ("lr", "token_lr", "encoder_lr"):
-        if getattr(cfg, name, 0.0) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if not 0 <= getattr(cfg, "ema", 0.0) < 1:
+        v = getattr(cfg, name, 0.0)
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    if not 0 <= getattr(cfg, "ema", 0.0) < 1:  # NaN fails too
         raise ValueError(f"ema must be in [0, 1), got {cfg.ema}")
