@@ -133,6 +133,11 @@ def test_video_folder_layouts(tmp_path, clips, monkeypatch):
     shutil.copy(linked.paths[0], split / "loose.mp4")
     with pytest.raises(NervError, match="loose.mp4: a video beside the class folders"):
         VideoFolder(split, 16, 128)
+    (split / "loose.mp4").unlink()
+    (split / "extra").mkdir()
+    (split / "extra" / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")  # was skipped without a word
+    with pytest.raises(NervError, match="gone.mp4: a link to a file that does not exist"):
+        VideoFolder(split, 16, 128)
     cached = VideoFolder(clips, 16, 128)
     monkeypatch.setattr("nerv_rt.data.video_folder.available_bytes", lambda: 2**20)  # 1 MB free for 3 MB of frames
     with pytest.warns(UserWarning, match="decoded would take about 3 MB of memory; each clip is decoded from its file"):

@@ -35,6 +35,10 @@ def list_videos(root: str | Path) -> list[Path]:
             continue
         seen.add(os.path.realpath(folder))
         paths += [Path(folder) / f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS]
+    broken = [p for p in paths if p.is_symlink() and not p.exists()]
+    if broken:
+        raise NervError(f"{broken[0]}: a link to a file that does not exist ({len(broken)} in {root}); remove or "
+                        "mend it")
     paths = sorted(p for p in paths if p.is_file())
     if not paths:
         raise NervError(f"{root}: no videos found (looked for {', '.join(VIDEO_EXTENSIONS)})")
