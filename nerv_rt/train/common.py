@@ -95,11 +95,23 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def resume_state(train_state: dict, path: Path, keys: tuple[str, ...], precision: str, steps: int) -> dict:
-    """The train state `--resume` needs, refused in one line when a checkpoint lacks it: slimmed checkpoints
-    (scripts/gpu_train.sh's, packaged models) keep the weights but not the optimizers; or when it is past `steps`
-    (a finished run at `steps` returns at once). Warns when the saved run trained at another `precision` than the
-    resumed one will (runs from before the option: auto)."""
+# What each stage's checkpoint records as its train_state["kind"], and how an error names such a run
+RUNS = {"vae": "a `train vae` run", "dit": "a `train dit` run", "autodecode": "an autodecode run",
+        "encoder": "an encoder-stage run"}
+
+
+def check_run_kind(train_state: dict, path: Path, kind: str) -> None:
+    """`--resume` continues a run of the same stage (`kind`, one of RUNS)."""
+    if train_state.get("kind") != kind:
+        raise NervError(f"--resume: {path} is not {RUNS[kind]}; give that run's checkpoint as --out")
+
+
+def resume_state(train_state: dict, path: Path, kind: str, keys: tuple[str, ...], precision: str, steps: int) -> dict:
+    """The train state `--resume` needs, refused in one line when the checkpoint is another stage's run (`kind`),
+    or lacks it: slimmed checkpoints (scripts/gpu_train.sh's, packaged models) keep the weights but not the
+    optimizers; or when it is past `steps` (a finished run at `steps` returns at once). Warns when the saved run
+    trained at another `precision` than the resumed one will (runs from before the option: auto)."""
+    check_run_kind(train_state, path, kind)
     missing = [k for k in keys if k not in train_state]
     if missing:
         raise NervError(f"--resume: {path} holds no {', '.join(missing)} (a slimmed checkpoint); "

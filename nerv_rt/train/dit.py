@@ -37,6 +37,7 @@ from .common import (
     Dist,
     autocast,
     check_out_path,
+    check_run_kind,
     ema_update,
     lr_at,
     progress_bar,
@@ -123,8 +124,9 @@ def training_tokens(vae, base: ckpt_io.Checkpoint, data: VideoFolder, cfg: DiTTr
 
 def check_resumable(state: ckpt_io.Checkpoint, base: ckpt_io.Checkpoint, out: Path) -> None:
     """`--resume` continues a DiT run on the VAE it was trained on, with the same classes."""
-    if state.train_state.get("kind") != "dit" or state.dit is None:
-        raise NervError(f"--resume: {out} is not a `train dit` run; give the DiT run's checkpoint as --out")
+    check_run_kind(state.train_state, out, "dit")
+    if state.dit is None:
+        raise NervError(f"--resume: {out} holds no DiT weights; give the DiT run's checkpoint as --out")
     if state.config.num_classes != base.config.num_classes:
         raise NervError(f"--resume: {out} was trained on {state.config.num_classes} classes and the data has "
                         f"{base.config.num_classes}; resume it on its own data folder")
@@ -182,7 +184,7 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
                             f"resume it with --prediction {state.config.dit.prediction}")
         dit.load_state_dict(state.dit)
         ema.load_state_dict(state.ema)
-        ts = resume_state(state.train_state, out, ("step", "optim"), cfg.precision, cfg.steps)
+        ts = resume_state(state.train_state, out, "dit", ("step", "optim"), cfg.precision, cfg.steps)
         opt.load_state_dict(ts["optim"])
         start = int(ts["step"])
     abar_table = alphas_cumprod(linear_betas())

@@ -17,6 +17,7 @@ from .common import (
     Dist,
     autocast,
     check_out_path,
+    check_run_kind,
     lr_at,
     progress_bar,
     resume_state,
@@ -110,8 +111,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
     state = ckpt_io.load(out) if resume else None
     check_frames_per_clip(cfg.frames_per_step, model_cfg.frames)
     if state is not None:
-        if state.train_state.get("kind") != "vae":
-            raise NervError(f"--resume: {out} is not a `train vae` run; give that run's checkpoint as --out")
+        check_run_kind(state.train_state, out, "vae")
         check_same_model(state.config, model_cfg, out)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     vae, disc = NeRVVAE(model_cfg).to(d.device), PatchDiscriminator().to(d.device)
@@ -120,7 +120,8 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
     start = 0
     if state is not None:
         vae.load_state_dict(state.vae)
-        ts = resume_state(state.train_state, out, ("step", "disc", "optim", "disc_optim"), cfg.precision, cfg.steps)
+        ts = resume_state(state.train_state, out, "vae", ("step", "disc", "optim", "disc_optim"), cfg.precision,
+                          cfg.steps)
         disc.load_state_dict(ts["disc"])
         opt.load_state_dict(ts["optim"])
         disc_opt.load_state_dict(ts["disc_optim"])
