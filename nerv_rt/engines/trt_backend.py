@@ -26,7 +26,13 @@ import numpy as np
 from ..errors import NervError
 from ..export.manifest import graph_entry, graph_sha256
 from ..export.specs import GRAPHS, GraphSpec, graph_specs
-from ..export.trt_build import BUILD_POLICY, check_runtime_match, engine_entry, import_tensorrt, tensorrt_available
+from ..export.trt_build import (
+    check_runtime_match,
+    engine_entry,
+    import_tensorrt,
+    runtime_mismatch,
+    tensorrt_available,
+)
 from ..formats import sha256_file
 from ..machine import gpu_identity
 from ..runtime.sources import ModelSource
@@ -47,7 +53,7 @@ def _shape(dims: trt.Dims) -> tuple[int, ...]:
 
 def engines_ready(source: ModelSource, precision: str = "fp32") -> bool:
     """Whether `auto` should pick TensorRT: engines at `precision` for the DiT and the decoder, built for this
-    TensorRT and GPU, tensorrt importable, and a CUDA GPU."""
+    TensorRT and GPU with these builder settings (runtime_mismatch), tensorrt importable, and a CUDA GPU."""
     entries = [engine_entry(source.manifest or {}, g, precision) for g in ("dit", "decoder")]
     if any(e is None for e in entries) or not tensorrt_available():
         return False
@@ -55,9 +61,7 @@ def engines_ready(source: ModelSource, precision: str = "fp32") -> bool:
         gpu, cc = gpu_identity()
     except NervError:
         return False
-    return all(e["key"].get("tensorrt") == trt.__version__ and e["key"].get("gpu") == gpu
-               and e["key"].get("compute_capability") == cc and e["key"].get("build_policy") == BUILD_POLICY
-               for e in entries if e is not None)
+    return not any(runtime_mismatch(e, trt.__version__, gpu, cc) for e in entries if e is not None)
 
 
 class TrtEngine:

@@ -67,12 +67,18 @@ def engine_key(onnx_sha256: str, precision: str, profiles: dict[str, Any], trt_v
             "build_policy": BUILD_POLICY}
 
 
-def check_runtime_match(entry: dict[str, Any], trt_version: str, gpu_name: str, cc: str, path: Path) -> None:
-    """A plan loads only on the TensorRT version and GPU it was built for, and is used only when built with this
-    nerv-rt's builder settings: say so before TensorRT fails (or an older plan computes otherwise)."""
+def runtime_mismatch(entry: dict[str, Any], trt_version: str, gpu_name: str, cc: str) -> list[str]:
+    """Why a plan cannot run here, one "field built (running here)" each; empty when it can. A plan loads only on
+    the TensorRT version and GPU it was built for, and is used only when built with this nerv-rt's builder
+    settings (an older plan computes otherwise)."""
     key = entry["key"]
     here = {"tensorrt": trt_version, "gpu": gpu_name, "compute_capability": cc, "build_policy": BUILD_POLICY}
-    bad = [f"{k} {key.get(k)} (running {v})" for k, v in here.items() if key.get(k) != v]
+    return [f"{k} {key.get(k)} (running {v})" for k, v in here.items() if key.get(k) != v]
+
+
+def check_runtime_match(entry: dict[str, Any], trt_version: str, gpu_name: str, cc: str, path: Path) -> None:
+    """runtime_mismatch as one error, before TensorRT fails."""
+    bad = runtime_mismatch(entry, trt_version, gpu_name, cc)
     if bad:
         raise NervError(f"{path}: engine was built for {', '.join(bad)}; rebuild with `nerv-rt build {path.parent}`")
 
