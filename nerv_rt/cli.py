@@ -108,12 +108,14 @@ def _number(lo: float, hi: float = math.inf, lo_open: bool = False):
 
 
 @contextlib.contextmanager
-def _says_what_an_interrupt_kept(out: Path) -> Iterator[None]:
-    """Ctrl-C (or SIGTERM) during a training stage: one line saying which step --resume would continue from."""
+def _training_stage(out: Path) -> Iterator[None]:
+    """A training stage run inside: its last line, OUT and the time it took; or, on Ctrl-C (or SIGTERM), one line
+    saying which step --resume would continue from. Printed once: under torchrun by rank 0 alone."""
+    rank0, t0 = os.environ.get("RANK", "0") == "0", time.perf_counter()
     try:
         yield
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":
+        if rank0:
             if out.exists():
                 from .checkpoint import load
 
@@ -122,11 +124,7 @@ def _says_what_an_interrupt_kept(out: Path) -> Iterator[None]:
                 kept = "no checkpoint was written yet (one is every --ckpt-every steps), so there is nothing to resume"
             typer.echo(f"interrupted: {kept}", err=True)
         sys.exit(130)
-
-
-def _trained(out: Path, t0: float) -> None:
-    """A training stage's last line, printed once: under torchrun by rank 0 alone."""
-    if os.environ.get("RANK", "0") == "0":
+    if rank0:
         typer.echo(f"{out} ({time.perf_counter() - t0:.0f} s)")
 
 
@@ -452,10 +450,8 @@ def train_vae_cmd(
                           gan_weight=gan_weight, kl_weight=kl_weight, perceptual_weight=perceptual_weight,
                           temporal_weight=temporal_weight,
                           ckpt_every=ckpt_every, seed=seed, lpips=str(lpips) if lpips else None, precision=precision)
-    t0 = time.perf_counter()
-    with _says_what_an_interrupt_kept(out):
+    with _training_stage(out):
         train_vae(data, out, cfg, tcfg, device, resume, init, out.with_suffix(".csv"))
-    _trained(out, t0)
 
 
 @train_app.command("dit")
@@ -493,10 +489,8 @@ def train_dit_cmd(
     tcfg = DiTTrainConfig(steps=steps, batch=batch, lr=lr, ema=ema, clips_per_video=clips_per_video, tokens=tokens,
                           prediction=prediction, scheduled_sampling=scheduled_sampling, ckpt_every=ckpt_every,
                           seed=seed, precision=precision)
-    t0 = time.perf_counter()
-    with _says_what_an_interrupt_kept(out):
+    with _training_stage(out):
         train_dit(data, vae, out, tcfg, device, resume, out.with_suffix(".csv"))
-    _trained(out, t0)
 
 
 @train_app.command("autodecode")
@@ -536,10 +530,8 @@ def train_autodecode_cmd(
                             temporal_weight=temporal_weight, encoder_weight=encoder_weight, encoder_lr=encoder_lr,
                             token_noise=token_noise, ckpt_every=ckpt_every, seed=seed, refine_steps=refine_steps,
                             precision=precision)
-    t0 = time.perf_counter()
-    with _says_what_an_interrupt_kept(out):
+    with _training_stage(out):
         train_autodecode(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
-    _trained(out, t0)
 
 
 @train_app.command("encoder")
@@ -571,10 +563,8 @@ def train_encoder_cmd(
     tcfg = EncoderStageConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr,
                               temporal_weight=temporal_weight, ckpt_every=ckpt_every, seed=seed,
                               refine_steps=refine_steps, precision=precision)
-    t0 = time.perf_counter()
-    with _says_what_an_interrupt_kept(out):
+    with _training_stage(out):
         train_encoder(data, init, out, tcfg, device, resume, out.with_suffix(".csv"))
-    _trained(out, t0)
 
 
 @train_app.command("classifier")
@@ -731,7 +721,7 @@ def eval_gen(
     Console().print(table)
     f = r["frechet"]
     real_acc = r["classifier"].get("real_accuracy")  # absent where the classifier does not know the classes
-    judge = ("classifier accuracy on real clips " + f"{100 * real_acc:.0f} %" if real_acc is not None else
+    judge = (f"classifier accuracy on real clips {100 * real_acc:.0f} %" if real_acc is not None else
              "the classifier does not know these classes: no class accuracy, distance in its features only")
     typer.echo(f"Frechet distance (classifier features) {f['generated_vs_real']:.2f}, real-vs-real floor "
                f"{f['real_vs_real_floor']:.2f} ({f['ratio']:.1f}x) | {judge}"
