@@ -122,7 +122,6 @@ def save_video(video: np.ndarray, path: str | Path, fps: float = 8, quality: str
     batch = video if video.ndim == 5 else video[None]
     check_output_path(path, len(batch))
     check_fps(fps)
-    check_quality(quality)
     paths = output_paths(path, len(batch))
     for clip, p in zip(batch, paths):
         write_frames([clip], p, fps, quality)
@@ -135,9 +134,9 @@ def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: float = 8, quali
     most GIF_MAX_FPS (a warning says so)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    check_quality(quality)
-    played = 100 / gif_delay_cs(fps)
-    if suffix == ".gif" and abs(played - fps) > 0.05 * fps:
+    check_quality(quality)  # before anything is written (save_video's checks stop at its first clip's)
+    played = 100 / gif_delay_cs(fps) if suffix == ".gif" else fps
+    if abs(played - fps) > 0.05 * fps:
         warnings.warn(f"{path}: a .gif frame lasts whole centiseconds and plays at most {GIF_MAX_FPS} fps, so this one "
                       f"plays at {played:.3g} fps instead of {float(fps):g}; write .mp4 for the exact rate", stacklevel=2)
     with atomic_path(path, folder=PNG_FRAMES if suffix == "" else None) as tmp:
