@@ -100,7 +100,7 @@ def _token_std(source: ModelSource) -> np.ndarray:
 
 def check_sampling(steps: int, sampler: str, guidance: float, eta: float = 0.0, n: int = 1, seed: int = 0) -> None:
     """Refuse bad sampling arguments before any work, each in one line naming the option."""
-    check_ints(steps=steps, n=n, seed=seed)
+    check_ints(steps=steps, n=n)
     check_numbers(guidance=guidance, eta=eta)
     if sampler not in SAMPLERS:
         raise NervError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
@@ -112,6 +112,11 @@ def check_sampling(steps: int, sampler: str, guidance: float, eta: float = 0.0, 
         raise NervError(f"{option('eta')} must be a number in 0..1, got {eta}")
     if n < 1:
         raise NervError(f"{option('n')} must be at least 1, got {n}")
+    check_seed(seed)
+
+
+def check_seed(seed: int) -> None:
+    check_ints(seed=seed)
     if not 0 <= seed <= MAX_SEED:
         raise NervError(f"{option('seed')} must be in 0..2^63-1, got {seed}")
 
@@ -253,13 +258,12 @@ class Pipeline:
         requests this way), at most the backend's batch; tokens (n, N, d_z) in the decoder's scale."""
         m = self.model(res)
         cfg = m.config
+        check_sampling(steps, sampler, guidance, eta, len(videos))
         for v in videos:
-            check_ints(seed=v.seed, index=v.index, **({} if v.label is None else {"class_label": v.label}))
-            check_sampling(steps, sampler, guidance, eta, len(videos), v.seed)
+            check_seed(v.seed)
+            check_ints(index=v.index, **({} if v.label is None else {"class_label": v.label}))
             if v.index < 0:
                 raise NervError(f"a VideoDraw's index must be >= 0, got {v.index}")
-        if not videos:
-            raise NervError("sample needs at least one VideoDraw")
         guidance, eta = float(guidance), float(eta)  # numpy scalars or Fractions would make object arrays
         if len(videos) > m.sample_batch:
             raise NervError(f"{len(videos)} videos in one sampling run; the {self.backend_name} engines take at most "
