@@ -167,10 +167,11 @@ def info(
     for d in rows:
         table.add_column(f"{d['preset']} @ {d['res']}^2", justify="right")
     table.add_row("tokens x dim", *(f"{d['tokens']} x {d['token_dim']}" for d in rows))
-    for k in rows[0]["params"]:
-        table.add_row(f"params {k}", *(f"{d['params'][k] / 1e6:.2f} M" for d in rows))
+    for k in dict.fromkeys(k for d in rows for k in d["params"]):  # a VAE-only checkpoint has no "dit"
+        table.add_row(f"params {k}", *(f"{d['params'][k] / 1e6:.2f} M" if k in d["params"] else "-" for d in rows))
     table.add_row("decoder MACs / 16-frame video", *(f"{d['macs']['decoder_16f'] / 1e9:.1f} G" for d in rows))
-    table.add_row("DiT MACs / forward (batch 1)", *(f"{d['macs']['dit_step'] / 1e9:.2f} G" for d in rows))
+    table.add_row("DiT MACs / forward (batch 1)",
+                  *(f"{d['macs']['dit_step'] / 1e9:.2f} G" if "dit_step" in d["macs"] else "-" for d in rows))
     Console().print(table)
 
 
@@ -199,7 +200,7 @@ def _source_stats(source: str, res: int | None) -> list[dict]:
         else:
             from .models.stats import describe  # torch (meta device)
 
-            out.append(describe(m.config))
+            out.append(describe(m.config, with_dit=m.checkpoint().dit is not None))
     return out
 
 

@@ -58,6 +58,23 @@ def test_info_describes_a_checkpoint(tiny_ckpt):
     assert json.loads(res.stdout)["tokens"] == 32
 
 
+def test_info_of_a_vae_only_checkpoint_and_its_export_shows_no_dit(tmp_path):
+    from dataclasses import replace
+
+    from tests.conftest import random_checkpoint
+    from nerv_rt import checkpoint as ckpt_io
+    from nerv_rt.export.onnx_export import export
+
+    vae_only = tmp_path / "vae.pt"  # what `train vae` and `train autodecode` write
+    ckpt_io.save(replace(random_checkpoint(128), dit=None), vae_only)
+    for source in (vae_only, export(vae_only, tmp_path / "exp")):
+        d = json.loads(run("info", source, "--json").stdout)
+        assert set(d["params"]) == {"encoder", "decoder"} and set(d["macs"]) == {"decoder_16f"}, source
+    table = run("info", vae_only)
+    assert table.returncode == 0, table.stderr
+    assert "params dit" not in table.stdout and "DiT MACs" in table.stdout
+
+
 def test_info_takes_a_model_or_a_preset_not_both(tiny_ckpt):
     assert_clean_error(run("info", tiny_ckpt, "--preset", "L"), "not both")
 

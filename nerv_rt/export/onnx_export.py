@@ -199,7 +199,7 @@ def export_checkpoint(ckpt: Checkpoint, ckpt_path: Path, out: Path, opset: int, 
         "token_std": None if ckpt.token_std is None else [float(v) for v in ckpt.token_std],
         "checkpoint": {"path": "." if beside else str(ckpt_path),  # "." = beside
                        "sha256": sha256_checkpoint(ckpt_path)},
-        "stats": describe(ckpt.config),  # `nerv-rt info` reads it without torch
+        "stats": describe(ckpt.config, with_dit=ckpt.dit is not None),  # `nerv-rt info` reads it without torch
         "opset": opset,
         "limits": {"max_frames": max_frames, "max_batch": max_batch},
         "versions": {"nerv_rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
