@@ -61,9 +61,9 @@ def test_info_describes_a_checkpoint(tiny_ckpt):
 def test_info_of_a_vae_only_checkpoint_and_its_export_shows_no_dit(tmp_path):
     from dataclasses import replace
 
-    from tests.conftest import random_checkpoint
     from nerv_rt import checkpoint as ckpt_io
     from nerv_rt.export.onnx_export import export
+    from tests.conftest import random_checkpoint
 
     vae_only = tmp_path / "vae.pt"  # what `train vae` and `train autodecode` write
     ckpt_io.save(replace(random_checkpoint(128), dit=None), vae_only)

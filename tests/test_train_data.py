@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -89,6 +90,18 @@ def test_video_folder_reads_written_mp4s(clips):
     assert labels.tolist() == [0, 3]
     small = VideoFolder(clips, frames=8, res=64)  # resize + crop, shorter clips from random starts
     assert small.batch([1], [0.99])[0].shape == (1, 8, 3, 64, 64)
+
+
+def test_video_folder_warns_of_mixed_frame_rates(tmp_path, clips):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one rate: no warning
+        assert VideoFolder(clips, 16, 128).fps == 8
+    frames = np.zeros((16, 64, 64, 3), np.uint8)
+    save_video(frames, tmp_path / "a.mp4", fps=25)
+    save_video(frames, tmp_path / "b.mp4", fps=8)
+    with pytest.warns(UserWarning, match=r"frame rates differ \(8 fps, b.mp4, to 25 fps, a.mp4\).*play at the first "
+                      r"video's 25 fps"):
+        assert VideoFolder(tmp_path, 16, 64).fps == 25
 
 
 def test_video_folder_errors(tmp_path):

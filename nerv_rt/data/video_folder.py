@@ -16,7 +16,7 @@ import torch
 
 from ..errors import NervError
 from ..runtime.memory import GB, available_bytes
-from ..runtime.video_io import count_frames, list_videos, read_video, video_fps
+from ..runtime.video_io import list_videos, probe_video, read_video
 from ..train.common import world_size
 
 
@@ -33,10 +33,21 @@ class VideoFolder:
                             "move it into one")
         index = {c: i for i, c in enumerate(self.classes)}
         self.labels = [index.get(p.relative_to(root).parts[0], 0) for p in paths]
-        self.lengths = [count_frames(p) for p in paths]  # also catches unreadable files up front
+        probes = [probe_video(p) for p in paths]  # also catches unreadable files up front
+        self.lengths = [n for n, _ in probes]
         for p, n in zip(paths, self.lengths):
             if n < frames:
                 raise NervError(f"{p}: {n} frames, but the model's clips are {frames} frames long")
+        if probes[0].fps is None:
+            raise NervError(f"{paths[0]}: the video declares no frame rate")
+        self.fps = probes[0].fps  # generated clips of `frames` frames play at it (ModelConfig.fps)
+        rated = [(r, p) for (_, r), p in zip(probes, paths) if r is not None]
+        (slow, slow_path), (fast, fast_path) = min(rated), max(rated)
+        if fast > 1.01 * slow:
+            warnings.warn(f"{root}: its videos' frame rates differ ({slow:g} fps, {slow_path.name}, to {fast:g} fps, "
+                          f"{fast_path.name}): a clip is {frames} consecutive frames whatever its rate, so clips span "
+                          f"different times; generated clips play at the first video's {self.fps:g} fps",
+                          stacklevel=2)
         decoded = sum(self.lengths) * res * res * 3
         if cache and decoded > available_bytes() // (2 * world_size()):  # under torchrun each process keeps a copy
             size = f"{decoded / GB:.1f} GB" if decoded >= GB else f"{decoded / 2**20:.0f} MB"
@@ -44,11 +55,6 @@ class VideoFolder:
                           "its file instead (slower)", stacklevel=2)
             cache = False
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
-
-    @property
-    def fps(self) -> float:
-        """The first video's frame rate: generated clips of `frames` frames play at it (ModelConfig.fps)."""
-        return video_fps(self.paths[0])
 
     @property
     def num_classes(self) -> int:

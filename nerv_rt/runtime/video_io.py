@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -218,29 +219,21 @@ def _resize_crop(frame, size: int) -> np.ndarray:
     return img[y0:y0 + size, x0:x0 + size]
 
 
-def count_frames(path: str | Path) -> int:
-    """Number of video frames, from the container metadata when it has it, else by decoding."""
+class VideoProbe(NamedTuple):
+    frames: int
+    fps: float | None  # None where the file declares no rate
+
+
+def probe_video(path: str | Path) -> VideoProbe:
+    """A video's frame count (from the container metadata when it has it, else by decoding) and the frame rate
+    it declares (its stream's average rate), from one open."""
     import av
 
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)
-            if stream.frames:
-                return int(stream.frames)
-            return sum(1 for _ in container.decode(stream))
+            rate = stream.average_rate
+            frames = int(stream.frames) if stream.frames else sum(1 for _ in container.decode(stream))
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise NervError(f"{path}: cannot read video ({e})") from None
-
-
-def video_fps(path: str | Path) -> float:
-    """The frame rate a video file declares (its stream's average rate)."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            rate = _video_stream(container, path).average_rate
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise NervError(f"{path}: cannot read video ({e})") from None
-    if not rate:
-        raise NervError(f"{path}: the video declares no frame rate")
-    return float(rate)
+    return VideoProbe(frames, float(rate) if rate else None)
