@@ -75,6 +75,24 @@ def test_info_of_a_vae_only_checkpoint_and_its_export_shows_no_dit(tmp_path):
     assert "params dit" not in table.stdout and "DiT MACs" in table.stdout
 
 
+def test_default_names_the_embedded_model_and_a_path_a_local_default_folder(tmp_path, tiny_export, monkeypatch):
+    import shutil
+
+    from nerv_rt.runtime.sources import ASSETS_DIR, resolve
+
+    shutil.copytree(tiny_export, tmp_path / "default")
+    embedded = run("info", "--json", cwd=tmp_path)
+    assert embedded.returncode == 0 and len(json.loads(embedded.stdout)) == 2  # the default's 128^2 and 256^2
+    assert embedded.stderr.strip() == ("warning: 'default' is the embedded default model, not ./default here; give "
+                                      "./default for that")
+    local = run("info", "./default", "--json", cwd=tmp_path)
+    assert local.returncode == 0 and local.stderr == "" and json.loads(local.stdout)["res"] == 128
+    monkeypatch.chdir(tmp_path)
+    assert resolve(Path("default"))[0].path == Path("default")  # a Path is a path, even one spelled 'default'
+    with pytest.warns(UserWarning, match="embedded default model"):
+        assert resolve("default")[0].path.parent == ASSETS_DIR
+
+
 def test_info_takes_a_model_or_a_preset_not_both(tiny_ckpt):
     assert_clean_error(run("info", tiny_ckpt, "--preset", "L"), "not both")
 

@@ -3,6 +3,7 @@ folder, a folder holding both a checkpoint and its exported graphs (the embedded
 folder of those (one per resolution). Torch-free except for loading .pt files."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,19 @@ class ModelSource:
         return self._checkpoint
 
 
+def is_default(source: str | Path) -> bool:
+    """Only the string 'default' names the embedded model: a Path, or './default', is a file or folder."""
+    return isinstance(source, str) and source == DEFAULT
+
+
 def source_path(source: str | Path) -> Path:
-    return ASSETS_DIR if str(source) == DEFAULT else Path(source)
+    return ASSETS_DIR if is_default(source) else Path(source)
 
 
 def source_name(source: str | Path) -> str:
     """A short name for artifacts: 'default', a checkpoint's stem, a folder's name."""
     path = source_path(source)
-    return DEFAULT if str(source) == DEFAULT else (path.stem if path.is_file() else path.resolve().name)
+    return DEFAULT if is_default(source) else (path.stem if path.is_file() else path.resolve().name)
 
 
 def default_export_dir(source: str | Path) -> Path:
@@ -107,6 +113,9 @@ def _single(path: Path, origin: str) -> ModelSource | None:
 def resolve(source: str | Path) -> list[ModelSource]:
     """The models a source holds, sorted by resolution (one resolution each)."""
     path, origin = source_path(source), str(source)
+    if is_default(source) and Path(DEFAULT).exists():
+        warnings.warn(f"'{DEFAULT}' is the embedded default model, not ./{DEFAULT} here; give ./{DEFAULT} for that",
+                      stacklevel=2)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     single = _single(path, origin)
