@@ -239,7 +239,7 @@ def export(
     _print_export_summary(folder)
     if trt:
         for p in precision or ["fp32"]:
-            build(folder, precision=p, max_batch=None, max_frames=None, workspace=4.0)
+            _build(folder, p, max_batch=None, max_frames=None, workspace=4.0)
     typer.echo(str(folder))
 
 
@@ -262,7 +262,7 @@ def _print_export_summary(folder: Path) -> None:
 
 @app.command()
 def build(
-    folder: Path = typer.Argument(..., help="Export folder (from `nerv-rt export`)."),
+    folder: str = typer.Argument(..., help="Export folder (from `nerv-rt export`)."),
     precision: str = typer.Option("auto", help="fp32, fp16 or bf16: the engines are built strongly typed from the "
                                   "export's graphs of that precision (`nerv-rt export --precision`); auto: fp16 "
                                   "where the export has fp16 graphs, else bf16 where it has those, else fp32."),
@@ -272,6 +272,11 @@ def build(
 ) -> None:
     """Build TensorRT engines from an export folder. An engine is reused while its key (ONNX sha256,
     precision, profiles, TensorRT version, GPU and compute capability, builder settings) is unchanged."""
+    _build(folder, precision, max_batch, max_frames, workspace)
+
+
+def _build(folder: str | Path, precision: str, max_batch: int | None, max_frames: int | None, workspace: float) -> None:
+    """`build` of a source as given: a Path (export --trt's output) is a folder even when it is named 'default'."""
     from .export.trt_build import build_engines
     from .runtime.sources import ASSETS_DIR, resolve
 

@@ -13,13 +13,21 @@ class NervError(Exception):
 ON_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("nerv_rt_on_command_line", default=False)
 
 
-FLAGS = {"class_label": "class"}  # parameters whose command-line flag is not their name with dashes
+FLAGS = {"class_label": "class", "per_class": "n-per-class"}  # parameters whose command-line flag is not their name with dashes
 
 
 def option(name: str) -> str:
     """How an error names a parameter: its command-line flag (--refine-steps, --class) when the CLI runs, the
     Python API's parameter name (refine_steps, class_label) otherwise."""
     return f"--{FLAGS.get(name, name.replace('_', '-'))}" if ON_COMMAND_LINE.get() else name
+
+
+def setting(name: str, value: object = True) -> str:
+    """A parameter set to a value as the user writes it: `--device cuda` (a switch: `--cuda-graph`) on the command
+    line, `device='cuda'` (`cuda_graph=True`) in Python."""
+    if not ON_COMMAND_LINE.get():
+        return f"{name}={value!r}"
+    return option(name) if value is True else f"{option(name)} {value}"
 
 
 def reason(e: BaseException, limit: int = 120) -> str:

@@ -173,8 +173,12 @@ def test_pipeline_input_errors(tiny_export, monkeypatch):
         Pipeline.load(tiny_export, backend="tvm")
     with pytest.raises(NervError, match="holds exported graphs only"):
         Pipeline.load(tiny_export, backend="torch")
-    with pytest.raises(NervError, match="bf16 on onnxruntime needs --device cuda"):  # ORT's CPU EP: no bf16 kernels
+    with pytest.raises(NervError, match="^precision='bf16' on onnxruntime needs device='cuda'.* with backend='torch'$"):
         Pipeline.load(tiny_export, backend="onnxruntime", device="cpu", precision="bf16").model().engine("dit")
+    with pytest.raises(NervError, match="needs autograd, .* with backend='torch', or refine_steps=0$"):
+        pipe.encode(pipe.decode(pipe.sample_tokens(steps=1), frames=16), refine_steps=2)
+    with pytest.raises(NervError, match="^cuda_graph=True needs the CUDA execution provider \\(device='cuda'\\)$"):
+        Pipeline.load(tiny_export, backend="onnxruntime", device="cpu", cuda_graph=True).model().engine("dit")
     for guidance in (float("nan"), float("inf"), -1.0):
         with pytest.raises(NervError, match="^guidance must be a number"):
             pipe.generate(guidance=guidance)

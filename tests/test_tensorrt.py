@@ -127,7 +127,7 @@ def test_missing_tensorrt_is_a_clear_error(tiny_export):
         import_tensorrt()
     with pytest.raises(NervError, match="TensorRT is not installed: .*tensorrt 10.12 to 11.x\\)$"):  # build has no --backend
         build_engines(tiny_export, read_manifest(tiny_export))
-    with pytest.raises(NervError, match="TensorRT is not installed: .*, or use --backend onnxruntime$"):
+    with pytest.raises(NervError, match="TensorRT is not installed: .*, or use backend='onnxruntime'$"):  # the Python API's name
         Pipeline.load(tiny_export, backend="tensorrt")
     assert Pipeline.load(tiny_export).backend_name == "onnxruntime"  # auto falls back
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NervError
+from ..errors import NervError, setting
 from ..export.specs import GraphSpec, graph_specs
 from ..formats import sha256_file
 from ..runtime.sources import ASSETS_DIR, DEFAULT, ModelSource, default_export_dir
@@ -54,7 +54,7 @@ class AotiBackend(Backend):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
-            raise NervError("--device cuda: no CUDA GPU is available to torch")
+            raise NervError(f"{setting('device', 'cuda')}: no CUDA GPU is available to torch")
         self.torch, self.source = torch, source
         self.device, self.precision = device, precision
         self.can_capture = capture and device == "cuda"

@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import NervError
+from ..errors import NervError, setting
 from ..export.specs import GraphSpec
 
 Array = Any  # numpy.ndarray (onnxruntime) or torch.Tensor (torch, tensorrt, aoti)
@@ -51,5 +51,5 @@ class Backend(ABC):
     def refine_tokens(self, tokens: Array, video: Array, steps: int) -> Array:
         """Tokens (n, N, d_z) after `steps` Adam steps against the decoder on `video` (n, T, 3, H, W)
         (models/refine.py). Needs autograd: only the torch backends have it."""
-        raise NervError(f"token refinement needs autograd, which the {self.name} backend lacks; "
-                        "use a checkpoint with --backend torch, or --refine-steps 0")
+        raise NervError(f"token refinement needs autograd, which the {self.name} backend lacks; use a checkpoint "
+                        f"with {setting('backend', 'torch')}, or {setting('refine_steps', 0)}")

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import NervError
+from ..errors import NervError, setting
 from ..export.manifest import PRECISIONS, graph_entry, verify_graph
 from ..export.specs import GraphSpec, graph_specs
 from ..runtime.sources import ModelSource
@@ -45,9 +45,9 @@ def check_cuda_ep() -> None:
         return
     dists = ort_distributions()
     if len(dists) > 1:
-        raise NervError("--device cuda: onnxruntime and onnxruntime-gpu are both installed and shadow each other "
+        raise NervError(f"{setting('device', 'cuda')}: onnxruntime and onnxruntime-gpu are both installed and shadow each other "
                         f"(no CUDAExecutionProvider now); keep one: {CPU_BUILD_HELP}")
-    raise NervError(f"--device cuda: this onnxruntime {ort.__version__} has no CUDAExecutionProvider (a CPU build); "
+    raise NervError(f"{setting('device', 'cuda')}: this onnxruntime {ort.__version__} has no CUDAExecutionProvider (a CPU build); "
                     f"on a CUDA machine: {CPU_BUILD_HELP}")
 
 
@@ -118,12 +118,13 @@ class OrtBackend(Backend):
         if device == "cuda":
             check_cuda_ep()
         if cuda_graph and device != "cuda":
-            raise NervError("--cuda-graph needs the CUDA execution provider (--device cuda)")
+            raise NervError(f"{setting('cuda_graph')} needs the CUDA execution provider ({setting('device', 'cuda')})")
         if precision not in PRECISIONS:
             raise NervError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         if precision == "bf16" and device == "cpu":
-            raise NervError("--precision bf16 on onnxruntime needs --device cuda: its CPU provider has no bf16 MatMul / "
-                            "Conv kernels; on the CPU use fp32 or fp16, or a checkpoint with --backend torch")
+            raise NervError(f"{setting('precision', 'bf16')} on onnxruntime needs {setting('device', 'cuda')}: its CPU provider "
+                            "has no bf16 MatMul / Conv kernels; on the CPU use fp32 or fp16, or a checkpoint with "
+                            f"{setting('backend', 'torch')}")
         self.device, self.precision, self.cuda_graph = device, precision, cuda_graph
         self.folder, self.manifest = source.path, source.manifest
         self.specs = graph_specs(source.config)

@@ -9,7 +9,7 @@ import importlib.util
 import os
 import sys
 
-from ..errors import NervError, missing_extra
+from ..errors import NervError, missing_extra, setting
 from ..runtime.sources import ModelSource
 from .base import Backend
 
@@ -85,7 +85,7 @@ def open_backend(name: str, source: ModelSource, device: str = "auto", precision
     if name in TORCH_BACKENDS:
         if not source.has_checkpoint:
             raise NervError(f"{source.path} holds exported graphs only; the {name} backend runs checkpoints "
-                            "(use --backend onnxruntime, tensorrt or aoti)")
+                            f"(use {setting('backend', 'onnxruntime')}, tensorrt or aoti)")
         from .torch_backend import TorchBackend
 
         return TorchBackend(source, device, precision, capture=name == "torch-cudagraph" and cuda_graph is not False)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import build_models
-from ..errors import NervError
+from ..errors import NervError, setting
 from ..export.specs import GraphSpec, graph_specs
 from ..models.graphs import graph_modules
 from ..models.refine import refine_tokens
@@ -42,9 +42,9 @@ class TorchBackend(Backend):
         if device == "auto":
             device = "cuda" if cuda else "cpu"
         if device == "cuda" and not cuda:
-            raise NervError("--device cuda: no CUDA GPU is available to torch")
+            raise NervError(f"{setting('device', 'cuda')}: no CUDA GPU is available to torch")
         if capture and device != "cuda":
-            raise NervError("the torch-cudagraph backend needs a CUDA GPU (use --backend torch on CPU)")
+            raise NervError(f"the torch-cudagraph backend needs a CUDA GPU (use {setting('backend', 'torch')} on CPU)")
         if precision not in PRECISIONS:
             raise NervError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         if precision != "fp32" and device != "cuda":

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NervError
+from ..errors import NervError, setting
 from ..export.manifest import graph_entry, graph_sha256
 from ..export.specs import GRAPHS, GraphSpec, graph_specs
 from ..export.trt_build import (
@@ -137,7 +137,7 @@ class TrtBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, source: ModelSource, device: str = "auto", precision: str = "fp32", capture: bool = True):
-        import_tensorrt(otherwise="use --backend onnxruntime")
+        import_tensorrt(otherwise=f"use {setting('backend', 'onnxruntime')}")
         try:
             import torch
         except ImportError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NervError
+from ..errors import NervError, option
 from ..runtime.pipeline import Pipeline, check_sampling
 from ..runtime.video_io import list_videos, read_video
 from .classifier import CLASSIFIER_DIR, Classifier
@@ -30,7 +30,8 @@ def real_clips(names: tuple[str, ...], per_class: int, res: int, frames: int, fo
 
         unknown = [c for c in names if c not in MOTIONS]
         if unknown:
-            raise NervError(f"the model's classes {unknown} are not the synthetic set's; pass real clips with --real DIR")
+            raise NervError(f"the model's classes {unknown} are not the synthetic set's; pass real clips with "
+                            f"{option('real')} (a folder per class)")
         return {c: [make_clip(HELD_OUT_SEED, MOTIONS.index(c) + len(MOTIONS) * j, res, frames)[0] for j in range(per_class)]
                 for c in names}
     root = Path(folder)
@@ -53,7 +54,7 @@ def evaluate_generation(pipe: Pipeline, res: int | None = None, per_class: int =
                         progress: Callable[[str], None] | None = None) -> dict:
     """`per_class` generated clips per class against 2 x `per_class` real ones (sets A and B)."""
     if per_class < 2:
-        raise NervError(f"--n-per-class must be at least 2 (a Frechet distance needs a covariance), got {per_class}")
+        raise NervError(f"{option('per_class')} must be at least 2 (a Frechet distance needs a covariance), got {per_class}")
     check_sampling(steps, sampler, guidance, 0.0, per_class, seed)
     m = pipe.model(res)
     cfg = m.config
