@@ -179,10 +179,7 @@ def _preset_stats(name: str, res: int) -> dict:
     from .models.presets import preset as make_preset
     from .models.stats import describe  # torch (meta device)
 
-    try:
-        return describe(make_preset(name, res))
-    except ValueError as e:
-        raise NervError(str(e)) from None
+    return describe(make_preset(name, res))  # a bad name or res is a ConfigError, a NervError
 
 
 def _source_stats(source: str, res: int | None) -> list[dict]:
@@ -448,10 +445,7 @@ def train_vae_cmd(
     from .models.presets import preset as make_preset
     from .train.vae import VAETrainConfig, train_vae
 
-    try:
-        cfg = make_preset(preset, res)
-    except ValueError as e:
-        _fail(str(e))
+    cfg = make_preset(preset, res)
     tcfg = VAETrainConfig(steps=steps, batch=batch, frames_per_step=frames_per_step, lr=lr, gan_start=gan_start,
                           gan_weight=gan_weight, kl_weight=kl_weight, perceptual_weight=perceptual_weight,
                           temporal_weight=temporal_weight,

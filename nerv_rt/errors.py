@@ -47,6 +47,11 @@ def interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
+class ConfigError(NervError, ValueError):
+    """A model or training configuration value out of range: a NervError like every error a user can fix, and a
+    ValueError as a bad argument is in Python."""
+
+
 class CheckpointError(NervError):
     """A checkpoint or export folder that cannot be loaded; the message says what is wrong."""
 

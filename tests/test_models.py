@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nerv_rt.diffusion.schedule import alphas_cumprod, linear_betas
+from nerv_rt.errors import ConfigError, NervError
 from nerv_rt.models.dit import ImplicitDiT
 from nerv_rt.models.hyper_ae import NeRVVAE, kl_divergence, patchify
 from nerv_rt.models.nerv import apply_shared, demodulate, make_upsample, transposed_as_pixel_shuffle
@@ -248,8 +249,9 @@ def test_config_round_trip_and_validation():
         replace(cfg, dit=replace(cfg.dit, prediction="x0"))
     with pytest.raises(ValueError, match="param"):
         preset("tiny", 128, param="nope")
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(NervError, match="unknown preset"):  # a ConfigError: nerv_rt's one error type, and a ValueError
         preset("XL", 128)
+    assert issubclass(ConfigError, ValueError)
 
 
 def test_preset_L_decoder_cost_is_in_the_paper_band():

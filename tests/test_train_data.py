@@ -242,7 +242,7 @@ def test_dit_training_writes_full_checkpoint(tmp_path, clips):
     with pytest.warns(UserWarning, match="ema 0.9999 over 8 steps: the EMA weights the model samples with keep 100%"):
         train_dit(clips, tmp_path / "v.pt", tmp_path / "e.pt", replace(fast, ema=0.9999), "cpu", show_progress=False)
     for bad in ({"batch": 0}, {"ckpt_every": 0}, {"lr": -1.0}, {"ema": 1.0}, {"clips_per_video": 0}):
-        with pytest.raises(ValueError, match=next(iter(bad))):
+        with pytest.raises(NervError, match=next(iter(bad))):  # nerv_rt's one error type (and a ValueError)
             DiTTrainConfig(**bad)
 
 

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..errors import ConfigError
+
 RESOLUTIONS = (128, 256)
 PARAM_MODES = ("channel", "repeat", "fmm")
 PREDICTIONS = ("eps", "v")
@@ -95,28 +97,28 @@ def validate(cfg: ModelConfig) -> None:
     for name, value, allowed in (("param", dec.param, PARAM_MODES), ("reuse", dec.reuse, REUSE_MODES),
                                  ("upsample", dec.upsample, UPSAMPLE_MODES), ("side", dec.side, SIDE_MODES)):
         if value not in allowed:
-            raise ValueError(f"decoder.{name}={value!r}; expected one of {', '.join(allowed)}")
+            raise ConfigError(f"decoder.{name}={value!r}; expected one of {', '.join(allowed)}")
     ratio = cfg.res / dec.grid
     if ratio < 1 or 2 ** round(math.log2(ratio)) != ratio:
-        raise ValueError(f"res {cfg.res} must be the PE grid {dec.grid} times a power of two")
+        raise ConfigError(f"res {cfg.res} must be the PE grid {dec.grid} times a power of two")
     if len(dec.widths) != 1 + round(math.log2(ratio)):
-        raise ValueError(f"decoder.widths has {len(dec.widths)} entries; res {cfg.res} on a "
+        raise ConfigError(f"decoder.widths has {len(dec.widths)} entries; res {cfg.res} on a "
                          f"{dec.grid}x{dec.grid} grid needs {1 + round(math.log2(ratio))}")
     pt, ph, pw = enc.patch
     if cfg.frames % pt or cfg.res % ph or cfg.res % pw:
-        raise ValueError(f"{cfg.frames}x{cfg.res}^2 clips do not tile into {enc.patch} tubelets")
+        raise ConfigError(f"{cfg.frames}x{cfg.res}^2 clips do not tile into {enc.patch} tubelets")
     if cfg.dit.prediction not in PREDICTIONS:
-        raise ValueError(f"dit.prediction={cfg.dit.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+        raise ConfigError(f"dit.prediction={cfg.dit.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
     if enc.dim % enc.heads or cfg.dit.hidden % cfg.dit.heads:
-        raise ValueError("transformer width must be divisible by its head count")
+        raise ConfigError("transformer width must be divisible by its head count")
     if not 0 < cfg.fps <= 1000:
-        raise ValueError(f"fps must be in (0, 1000], got {cfg.fps}")
+        raise ConfigError(f"fps must be in (0, 1000], got {cfg.fps}")
     if cfg.refine_steps < 0:
-        raise ValueError(f"refine_steps must be >= 0, got {cfg.refine_steps}")
+        raise ConfigError(f"refine_steps must be >= 0, got {cfg.refine_steps}")
     if cfg.class_names and len(cfg.class_names) != cfg.num_classes:
-        raise ValueError(f"{len(cfg.class_names)} class names for {cfg.num_classes} classes")
+        raise ConfigError(f"{len(cfg.class_names)} class names for {cfg.num_classes} classes")
     if dec.reuse == "none" and cfg.tokens < len(dec.widths):
-        raise ValueError(f"reuse='none' gives each of {len(dec.widths)} layers its own tokens; "
+        raise ConfigError(f"reuse='none' gives each of {len(dec.widths)} layers its own tokens; "
                          f"{cfg.tokens} tokens are too few")
 
 
@@ -155,9 +157,9 @@ def decoder_widths(preset_name: str, res: int, grid: int = 8) -> tuple[int, ...]
 def preset(name: str, res: int = 128, num_classes: int = 101, **decoder_overrides: Any) -> ModelConfig:
     """The named preset at `res`; decoder ablation switches may be overridden by keyword."""
     if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     if res not in RESOLUTIONS:
-        raise ValueError(f"presets exist for res {RESOLUTIONS}, not {res}")
+        raise ConfigError(f"presets exist for res {RESOLUTIONS}, not {res}")
     n128, n256, d_z, enc, dit = _PRESETS[name]
     defaults = {"pe_freqs": 8} if name == "tiny" else {}  # tiny sees few frames; fewer bands suffice
     dec = replace(DecoderConfig(**defaults), **decoder_overrides)

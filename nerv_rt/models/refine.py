@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 # Measured on an earlier default 128^2 model (8 held-out clips, 20 steps): lr 0.01 / 0.03 / 0.1 / 0.3 -> 24.5 /
 # 25.3 / 26.0 / 25.8 dB; on a later one (16 clips, 80 steps) 0.05 / 0.1 / 0.2 -> 27.83 / 28.11 / 27.73 dB. Each
 # step renders 4 of the clip's frames, one from each quarter of it (`stratified_frames`): 4x cheaper per step than
@@ -53,7 +55,7 @@ def refine_tokens(decoder: nn.Module, tokens: Tensor, frame_t: Tensor, video: Te
     `temporal_weight` x the MSE of their changes from one frame of k to the next. The decoder's weights are
     untouched."""
     if steps < 0:
-        raise ValueError(f"refinement steps must be >= 0, got {steps}")
+        raise ConfigError(f"refinement steps must be >= 0, got {steps}")
     z = tokens.detach().float().clone().requires_grad_(True)
     if steps == 0:
         return z.detach()

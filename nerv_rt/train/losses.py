@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import NervError, option, reason
+from ..errors import ConfigError, NervError, option, reason
 
 
 def psnr_from_mse(mse: Tensor) -> Tensor:
@@ -57,7 +57,7 @@ def check_frames_per_step(frames_per_step: int) -> None:
     """Refuse a training config that samples fewer than two frames per clip: temporal_l2 compares consecutive
     sampled frames, and with one there is no change to compare (its loss, and so every step's, would be NaN)."""
     if frames_per_step < 2:
-        raise ValueError(f"frames_per_step must be 2 or more (the temporal term compares frames), got {frames_per_step}")
+        raise ConfigError(f"frames_per_step must be 2 or more (the temporal term compares frames), got {frames_per_step}")
 
 
 def check_frames_per_clip(frames_per_step: int, frames: int) -> None:

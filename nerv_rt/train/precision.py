@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+from ..errors import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def check_run_config(cfg: object) -> None:
@@ -18,10 +20,10 @@ def check_run_config(cfg: object) -> None:
     for name in ("steps", "batch", "ckpt_every", "clips_per_video"):
         v = getattr(cfg, name, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+            raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
     for name in ("lr", "token_lr", "encoder_lr"):
         v = getattr(cfg, name, 0.0)
         if not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+            raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
     if not 0 <= getattr(cfg, "ema", 0.0) < 1:  # NaN fails too
-        raise ValueError(f"ema must be in [0, 1), got {cfg.ema}")
+        raise ConfigError(f"ema must be in [0, 1), got {cfg.ema}")
