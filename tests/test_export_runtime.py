@@ -191,6 +191,25 @@ def test_pipeline_input_errors(tiny_export, monkeypatch):
         pipe.generate(n=100000, steps=1)
 
 
+def test_a_pickled_pipeline_reopens_its_source_from_another_folder(tiny_export, tmp_path, monkeypatch):
+    import copy
+    import pickle
+
+    from nerv_rt.runtime.sources import resolve
+
+    monkeypatch.chdir(tiny_export.parent)
+    pipe = Pipeline.load(tiny_export.name, backend="onnxruntime")  # a relative path
+    data = pickle.dumps(pipe)
+    monkeypatch.chdir(tmp_path)
+    copied = pickle.loads(data)  # and `pipe`, whose graphs load when first used, still finds them after the chdir
+    assert copied.describe() == pipe.describe() and copied is not pipe
+    np.testing.assert_array_equal(copied.sample_tokens(steps=2, seed=3), pipe.sample_tokens(steps=2, seed=3))
+    assert copy.deepcopy(pipe).describe() == pipe.describe()
+    by_hand = Pipeline.from_backend(resolve(tiny_export)[0], pipe.model().backend)
+    with pytest.raises(TypeError, match="made with Pipeline.from_backend cannot be pickled"):
+        pickle.dumps(by_hand)
+
+
 def test_video_i_of_a_seed_is_the_same_at_any_n_and_batch(tiny_export):
     """Every video draws its noise from its own (seed, index) stream: sampling 3 videos, or only the third
     (first=2), or with runs of one video, gives the same third video; a server batching requests relies on it."""

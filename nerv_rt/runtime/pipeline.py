@@ -28,7 +28,7 @@ from .args import check_ints, check_numbers
 from .frames import frame_times, to_uint8
 from .memory import check_fits, decoder_bytes_per_frame, max_chunk
 from .sampling import MAX_SEED, DeviceInputs, VideoDraw, denoise, prepare_inputs
-from .sources import DEFAULT, ModelSource, resolve
+from .sources import DEFAULT, ModelSource, is_default, resolve
 from .video_io import MAX_FPS, check_fps, check_output_path, output_paths, write_frames
 
 MAX_FRAMES = 4096  # frames per generated video; memory stays flat (chunked decode) but the output array grows
@@ -155,6 +155,14 @@ class Pipeline:
         self._lock = threading.Lock()
         first = models[0].backend
         self.backend_name, self.device, self.precision = first.name, first.device, first.precision
+        self._opened_as: tuple | None = None  # Pipeline.load's arguments, as resolved: what a pickled copy reopens
+
+    def __reduce__(self):
+        """Pickling (multiprocessing, Ray, copy.deepcopy) carries how the pipeline was opened, not its engines: the
+        copy loads the same source on the same backend, device and precision where it is unpickled."""
+        if self._opened_as is None:
+            raise TypeError("a Pipeline made with Pipeline.from_backend cannot be pickled; one from Pipeline.load can")
+        return Pipeline.load, self._opened_as
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT, backend: str = "auto", device: str = "auto",
@@ -171,7 +179,10 @@ class Pipeline:
         for src in resolve(source):
             be = open_backend(backend, src, device, precision, cuda_graph)
             models.append(_Model(src, be, be.asarray(_token_std(src))))
-        return cls(models)
+        pipe = cls(models)
+        where = source if is_default(source) else Path(source).absolute()  # the same files from another cwd
+        pipe._opened_as = (where, pipe.backend_name, pipe.device, pipe.precision, cuda_graph)
+        return pipe
 
     @classmethod
     def from_backend(cls, source: ModelSource, backend: Backend) -> Pipeline:

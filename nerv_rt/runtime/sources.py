@@ -118,10 +118,11 @@ def resolve(source: str | Path) -> list[ModelSource]:
                       stacklevel=2)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
-    single = _single(path, origin)
+    here = path.absolute()  # graphs and engines load when first used: the same files after a chdir
+    single = _single(here, origin)
     if single is not None:
         return [single]
-    found = [s for s in (_single(sub, origin) for sub in sorted(path.iterdir()) if sub.is_dir()) if s is not None]
+    found = [s for s in (_single(sub, origin) for sub in sorted(here.iterdir()) if sub.is_dir()) if s is not None]
     if not found:
         raise CheckpointError(f"{path}: not a checkpoint, an export folder, or a folder of those "
                               f"(expected {MANIFEST_FILE} or {CONFIG_FILE})")
