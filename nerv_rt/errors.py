@@ -13,7 +13,8 @@ class NervError(Exception):
 ON_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("nerv_rt_on_command_line", default=False)
 
 
-FLAGS = {"class_label": "class", "per_class": "n-per-class"}  # parameters whose command-line flag is not their name with dashes
+# parameters whose command-line flag is not their name with dashes
+FLAGS = {"class_label": "class", "per_class": "n-per-class"}
 
 
 def option(name: str) -> str:

@@ -88,7 +88,7 @@ def test_default_names_the_embedded_model_and_a_path_a_local_default_folder(tmp_
     local = run("info", "./default", "--json", cwd=tmp_path)
     assert local.returncode == 0 and local.stderr == "" and json.loads(local.stdout)["res"] == 128
     monkeypatch.chdir(tmp_path)
-    assert resolve(Path("default"))[0].path == Path("default")  # a Path is a path, even one spelled 'default'
+    assert resolve(Path("default"))[0].path == tmp_path / "default"  # a Path is a path, even one spelled "default"
     with pytest.warns(UserWarning, match="embedded default model"):
         assert resolve("default")[0].path.parent == ASSETS_DIR
 

@@ -45,10 +45,10 @@ def check_cuda_ep() -> None:
         return
     dists = ort_distributions()
     if len(dists) > 1:
-        raise NervError(f"{setting('device', 'cuda')}: onnxruntime and onnxruntime-gpu are both installed and shadow each other "
-                        f"(no CUDAExecutionProvider now); keep one: {CPU_BUILD_HELP}")
-    raise NervError(f"{setting('device', 'cuda')}: this onnxruntime {ort.__version__} has no CUDAExecutionProvider (a CPU build); "
-                    f"on a CUDA machine: {CPU_BUILD_HELP}")
+        raise NervError(f"{setting('device', 'cuda')}: onnxruntime and onnxruntime-gpu are both installed and shadow "
+                        f"each other (no CUDAExecutionProvider now); keep one: {CPU_BUILD_HELP}")
+    raise NervError(f"{setting('device', 'cuda')}: this onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+                    f"(a CPU build); on a CUDA machine: {CPU_BUILD_HELP}")
 
 
 class OrtEngine:
@@ -122,9 +122,9 @@ class OrtBackend(Backend):
         if precision not in PRECISIONS:
             raise NervError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         if precision == "bf16" and device == "cpu":
-            raise NervError(f"{setting('precision', 'bf16')} on onnxruntime needs {setting('device', 'cuda')}: its CPU provider "
-                            "has no bf16 MatMul / Conv kernels; on the CPU use fp32 or fp16, or a checkpoint with "
-                            f"{setting('backend', 'torch')}")
+            raise NervError(f"{setting('precision', 'bf16')} on onnxruntime needs {setting('device', 'cuda')}: its "
+                            "CPU provider has no bf16 MatMul / Conv kernels; on the CPU use fp32 or fp16, or a "
+                            f"checkpoint with {setting('backend', 'torch')}")
         self.device, self.precision, self.cuda_graph = device, precision, cuda_graph
         self.folder, self.manifest = source.path, source.manifest
         self.specs = graph_specs(source.config)

@@ -103,7 +103,7 @@ def validate(cfg: ModelConfig) -> None:
         raise ConfigError(f"res {cfg.res} must be the PE grid {dec.grid} times a power of two")
     if len(dec.widths) != 1 + round(math.log2(ratio)):
         raise ConfigError(f"decoder.widths has {len(dec.widths)} entries; res {cfg.res} on a "
-                         f"{dec.grid}x{dec.grid} grid needs {1 + round(math.log2(ratio))}")
+                          f"{dec.grid}x{dec.grid} grid needs {1 + round(math.log2(ratio))}")
     pt, ph, pw = enc.patch
     if cfg.frames % pt or cfg.res % ph or cfg.res % pw:
         raise ConfigError(f"{cfg.frames}x{cfg.res}^2 clips do not tile into {enc.patch} tubelets")
@@ -119,7 +119,7 @@ def validate(cfg: ModelConfig) -> None:
         raise ConfigError(f"{len(cfg.class_names)} class names for {cfg.num_classes} classes")
     if dec.reuse == "none" and cfg.tokens < len(dec.widths):
         raise ConfigError(f"reuse='none' gives each of {len(dec.widths)} layers its own tokens; "
-                         f"{cfg.tokens} tokens are too few")
+                          f"{cfg.tokens} tokens are too few")
 
 
 # --------------------------------------------------------------------------------------------
