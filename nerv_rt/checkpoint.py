@@ -92,7 +92,7 @@ def _read_pt(path: Path) -> dict[str, Any]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unpickling failure means "not ours"
-        raise CheckpointError(f"{path}: not a nerv-rt checkpoint ({reason(e)})") from None
+        raise CheckpointError(f"{path}: not a nerv-rt checkpoint (torch.load cannot read it: {reason(e)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a nerv-rt checkpoint (no format marker {FORMAT!r})")
     return raw

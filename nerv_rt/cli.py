@@ -28,6 +28,8 @@ from .runtime.video_io import MAX_FPS, MIN_FPS
 
 # typer vendors click (>= 0.20) or depends on it (older); its BadParameter is a click UsageError either way.
 _UsageError = typer.BadParameter.__mro__[1]
+# click >= 8.2 (and typer's own copy of it) raises this for `nerv-rt` or `nerv-rt train` alone; older ones print the help
+_NoArgsIsHelp: type = getattr(sys.modules[_UsageError.__module__], "NoArgsIsHelpError", ())
 
 
 def _one_line(message: str, code: int) -> None:
@@ -61,6 +63,9 @@ class _Group(typer.core.TyperGroup):
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 code = super().main(*args, **kwargs)
+        except _NoArgsIsHelp as e:  # a command group alone: its help, as --help gives it
+            typer.echo(e.ctx.get_help())
+            code = 0
         except _UsageError as e:
             _one_line(f"{e.format_message()} (see --help)", e.exit_code)
         except typer.Abort:
@@ -306,7 +311,8 @@ def generate(
     class_label: str | None = typer.Option(None, "--class", help="Class index or name, e.g. pan_left (default: random per video)."),
     backend: str = typer.Option("auto", help="auto, torch, torch-cudagraph, onnxruntime, tensorrt or aoti."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("fp32", help="fp32, or fp16 / bf16 on CUDA (typed graphs for exported models)."),
+    precision: str = typer.Option("fp32", help="fp32; fp16 or bf16 on CUDA; an export's fp16 graphs run on "
+                                  "the CPU too (onnxruntime). Exported models need typed graphs of that precision."),
     cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="CUDA graphs (default: whole "
                                            "loop on torch-cudagraph, tensorrt and aoti; off on onnxruntime)."),
     chunk: int = typer.Option(16, help="Frames per decoder call: memory stays flat as --frames grows."),
@@ -318,7 +324,7 @@ def generate(
 ) -> None:
     """Generate videos: the DiT samples weight tokens, the NeRV decoder renders the frames."""
     from .runtime.pipeline import Pipeline, check_frames, check_sampling, default_fps
-    from .runtime.video_io import check_output_path, output_paths
+    from .runtime.video_io import check_output_path, output_paths, played_fps
 
     # 1. Check everything before any work: a bad argument must not cost a sampling run
     check_frames(frames)
@@ -353,7 +359,7 @@ def generate(
     for p in paths:
         typer.echo(str(p))
     console.print(f"sample {timings['sample_s']:.2f} s | decode {timings['decode_s']:.2f} s | write "
-                  f"{timings['write_s']:.2f} s ({n} x {frames} frames at {m.config.res}^2, {float(fps):g} fps)")
+                  f"{timings['write_s']:.2f} s ({n} x {frames} frames at {m.config.res}^2, {played_fps(out, fps):.4g} fps)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -737,7 +743,8 @@ def serve(
     model: str = typer.Option("default", "--model", "-m", help="'default', a checkpoint, or an export folder."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, torch, torch-cudagraph, tensorrt or aoti."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("fp32", help="fp32, or fp16 / bf16 on CUDA."),
+    precision: str = typer.Option("fp32", help="fp32; fp16 or bf16 on CUDA; an export's fp16 graphs run on the CPU "
+                                  "too (onnxruntime)."),
     replicas: int = typer.Option(1, min=1, help="Replicas of the generator (each loads the model)."),
     min_replicas: int | None = typer.Option(None, min=0, help="Autoscale between --min-replicas and --max-replicas "
                                             "by ongoing requests (instead of --replicas)."),

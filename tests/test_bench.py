@@ -80,6 +80,7 @@ def test_bench_quick_writes_json_markdown_and_plot(tmp_path):
     assert "latency_ratio_128" in doc["decoder_ratios"]
     md = (tmp_path / "results.md").read_text()
     assert "paper A6000" in md and "| SD-VAE | 128 |" in md
+    assert "Quick run (reduced SD-VAE, NeRV tiny, 4 frames)" in md  # the preset measured (--preset S says S)
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -128,6 +128,7 @@ def test_library_errors_become_short_reasons():
     long = "Weights only load failed. In PyTorch 2.6, we changed the default value of weights_only.\nTraceback ..."
     assert reason(Exception(long)) == "Weights only load failed."
     assert reason(ValueError()) == "ValueError"
+    assert reason(KeyError(101)) == "KeyError 101"  # torch.load of a text file: the bare key alone says nothing
     assert reason(TypeError("Expected e.g. a tensor of floats")) == "Expected e.g. a tensor of floats"  # no sentence
     cut = reason(RuntimeError("word " * 40), limit=22)
     assert cut == "word word word word ..."  # whole words

@@ -43,6 +43,14 @@ def read_frames(path: Path):
     return len(frames), frames[0].shape
 
 
+@pytest.mark.parametrize("group", [(), ("train",), ("eval",), ("data",)])
+def test_a_command_group_alone_prints_its_help(group):
+    res = run(*group)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    first = res.stdout.splitlines()[0]  # "Usage: nerv-rt train [OPTIONS] COMMAND [ARGS]..." (the program is -c here)
+    assert first.startswith("Usage: ") and first.endswith(" ".join((*group, "[OPTIONS] COMMAND [ARGS]..."))), first
+
+
 def test_info_json_for_preset_L():
     res = run("info", "--preset", "L", "--res", "128", "--json")
     assert res.returncode == 0, res.stderr
@@ -121,6 +129,9 @@ def test_export_then_generate_gif_and_png_folder(tmp_path, tiny_ckpt):
     res = run("generate", "--model", folder, "--frames", 4, "--steps", 2, "--n", 2, "--out", tmp_path / "g.gif")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "g-0.gif").is_file() and (tmp_path / "g-1.gif").is_file()
+    res = run("generate", "--model", folder, "--frames", 4, "--steps", 2, "--fps", 64, "--out", tmp_path / "fast.gif")
+    assert "plays at 50 fps instead of 64" in res.stderr  # and the time line says the rate the file plays at
+    assert res.stderr.rstrip().endswith("(1 x 4 frames at 128^2, 50 fps)"), res.stderr
     res = run("generate", "--model", folder, "--frames", 3, "--steps", 2, "--out", tmp_path / "frames")
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_0000{i}.png" for i in range(3)]
@@ -225,6 +236,9 @@ def test_train_dit_refuses_an_ema_that_never_moves(tmp_path):
     for value in ("1", "1.5", "-0.1"):
         assert_clean_error(run("train", "dit", tmp_path, "--vae", "v.pt", "--out", tmp_path / "x.pt", "--ema", value),
                            "Invalid value for '--ema'")
+    # a bad --vae is the one line, without the warning that --ema 0.999 over 1 step would give on good inputs
+    assert_clean_error(run("train", "dit", tmp_path, "--vae", "v.pt", "--out", tmp_path / "x.pt", "--steps", 1),
+                       "v.pt: no such file or folder")
 
 
 @pytest.mark.parametrize("stage", ["vae", "dit", "autodecode", "encoder"])

@@ -79,7 +79,8 @@ def render_markdown(doc: dict) -> str:
                          f"{r['latency_s']['p90']:.3f} | {_mem(r)} | {p_lat} | {p_mem} |")
         lines += ["", "| ratio NeRV / SD-VAE | measured | paper (A6000) | target met |", "|---|---|---|---|"]
         if c["quick"]:
-            lines[-2:] = ["", "Quick run (reduced SD-VAE, tiny NeRV, 4 frames): no ratio is compared to the paper.",
+            lines[-2:] = ["", f"Quick run (reduced SD-VAE, NeRV {c['preset']}, {c['frames']} frames): no ratio is "
+                          "compared to the paper.",
                           "", "| ratio NeRV / SD-VAE | measured |", "|---|---|"]
         paper = {"latency_ratio_128": 0.032 / 0.048, "latency_ratio_256": 0.133 / 0.260, "memory_ratio_256": 2.6 / 4.3}
         met = {t["target"].split(" ")[0]: t["met"] for t in doc.get("targets", [])}

@@ -82,6 +82,11 @@ def gif_delay_cs(fps: float) -> int:
     return max(2, round(100 / float(fps)))
 
 
+def played_fps(path: str | Path, fps: float) -> float:
+    """The rate a video written to `path` at `fps` plays at: a .gif's is rounded to whole-centisecond delays."""
+    return 100 / gif_delay_cs(fps) if Path(path).suffix.lower() == ".gif" else float(fps)
+
+
 def output_paths(path: str | Path, n: int) -> list[Path]:
     """Where `n` videos go: the path itself for one, `<stem>-<i><ext>` for several."""
     path = named_path(path)
@@ -136,7 +141,7 @@ def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: float = 8, quali
     path = Path(path)
     suffix = path.suffix.lower()
     check_quality(quality)  # before anything is written (save_video's checks stop at its first clip's)
-    played = 100 / gif_delay_cs(fps) if suffix == ".gif" else fps
+    played = played_fps(path, fps)
     if abs(played - fps) > 0.05 * fps:
         warnings.warn(f"{path}: a .gif frame lasts whole centiseconds and plays at most {GIF_MAX_FPS} fps, so this one "
                       f"plays at {played:.3g} fps instead of {float(fps):g}; write .mp4 for the exact rate", stacklevel=2)

@@ -144,22 +144,22 @@ def token_std(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
 def train_dit(data_dir: Path, vae_path: Path, out: Path, cfg: DiTTrainConfig, device: str = "auto",
               resume: bool = False, log: Path | None = None, show_progress: bool = True) -> ckpt_io.Checkpoint:
     if cfg.tokens not in TOKEN_SOURCES:
-        raise NervError(f"unknown --tokens {cfg.tokens!r}; choose from {', '.join(TOKEN_SOURCES)}")
+        raise NervError(f"unknown {option('tokens')} {cfg.tokens!r}; choose from {', '.join(TOKEN_SOURCES)}")
     if cfg.prediction not in PREDICTIONS:
-        raise NervError(f"unknown --prediction {cfg.prediction!r}; choose from {', '.join(PREDICTIONS)}")
+        raise NervError(f"unknown {option('prediction')} {cfg.prediction!r}; choose from {', '.join(PREDICTIONS)}")
     d = setup(device, cfg.batch)
     try:
         if d.main:
             check_out_path(out, resume)
-            if cfg.ema ** cfg.steps > 0.05:
-                warnings.warn(f"{option('ema')} {cfg.ema:g} over {cfg.steps} steps: the EMA weights the model samples "
-                              f"with keep {cfg.ema ** cfg.steps:.0%} of the untrained start; use a smaller "
-                              f"{option('ema')} or more steps", stacklevel=2)
         base = ckpt_io.load(vae_path)
         data = VideoFolder(data_dir, base.config.frames, base.config.res)
         if data.num_classes != base.config.num_classes:
             raise NervError(f"{data_dir} has {data.num_classes} classes but the VAE was trained with "
                             f"{base.config.num_classes}")
+        if d.main and cfg.ema ** cfg.steps > 0.05:  # once the inputs are known good: an error stays one line
+            warnings.warn(f"{option('ema')} {cfg.ema:g} over {cfg.steps} steps: the EMA weights the model samples "
+                          f"with keep {cfg.ema ** cfg.steps:.0%} of the untrained start; use a smaller "
+                          f"{option('ema')} or more steps", stacklevel=2)
         base = replace(base, config=replace(base.config, class_names=tuple(data.classes),
                                             dit=replace(base.config.dit, prediction=cfg.prediction)))
         return _train(data, base, out, cfg, d, resume, log, show_progress)
