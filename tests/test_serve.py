@@ -118,6 +118,8 @@ def test_what_cannot_serve_is_one_error_line_before_serving(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         assert_clean_error(run("serve", "--port", port), f"cannot listen on 127.0.0.1:{port}")
+    # scaled to zero, no replica loads at the start: the command loads the model once itself, before Ray starts
+    assert_clean_error(run("serve", "--min-replicas", 0, "--max-replicas", 1, "--precision", "fp16"), "no fp16")
     have = {"CPU": 2.0}
     _check_resources(ServeOptions(replicas=2), have)
     for options, need in ((ServeOptions(replicas=3), "3 replicas at --num-cpus 1 need 3 CPUs and this machine has 2"),
@@ -131,6 +133,64 @@ def test_what_cannot_serve_is_one_error_line_before_serving(tmp_path):
                                                    "nerv_rt.errors.CheckpointError: x: the export has no fp16 dit graph"})}
     serve = type("Serve", (), {"status": staticmethod(lambda: type("S", (), {"applications": {"nerv-rt": Status}}))})
     assert _failure(serve, RuntimeError("Failed to update")) == "CheckpointError: x: the export has no fp16 dit graph"
+
+
+def test_a_batch_returns_each_clip_when_ready_and_drops_requests_whose_clients_left():
+    """The replica's batch runner without Ray: the cheap run goes first and its request gets its clip before the
+    expensive one's is made; a request cancelled before its run is left out; a run whose clients all leave stops."""
+    import asyncio
+    import threading
+    from dataclasses import asdict
+
+    from nerv_rt.serve.app import Generator, ServeOptions, _Abandoned, _Clip, _Ticket
+    from nerv_rt.serve.request import parse_request
+
+    gen = Generator.func_or_class(asdict(ServeOptions(device="cpu")))
+
+    async def scenario():
+        loop, finished = asyncio.get_running_loop(), []
+
+        def ticket(body: dict, cancelled: bool = False) -> _Ticket:
+            t = _Ticket(parse_request(json.dumps(body).encode(), gen.configs), loop, loop.create_future(), cancelled)
+            t.result.add_done_callback(lambda _, steps=body["steps"]: finished.append(steps))
+            return t
+
+        costly, gone, cheap = ticket({"steps": 200, "frames": 16}), ticket({"steps": 100}, True), ticket({"steps": 2})
+        await asyncio.to_thread(gen._run, [costly, gone, cheap])
+        await asyncio.sleep(0)
+        assert finished == [2, 200] and not gone.result.done()
+        assert isinstance(cheap.result.result(), _Clip) and cheap.result.result().headers["X-Batch-Size"] == "1"
+        left = ticket({"steps": 1000})  # seconds of sampling; its client leaves after 0.3 s
+        threading.Timer(0.3, lambda: setattr(left, "cancelled", True)).start()
+        await asyncio.to_thread(gen._run, [left])
+        await asyncio.sleep(0)
+        assert isinstance(left.result.result(), _Abandoned)
+
+    asyncio.run(scenario())
+
+
+def test_serve_options_from_a_config_are_checked():
+    from nerv_rt.errors import NervError
+    from nerv_rt.serve.app import ServeOptions
+
+    assert ServeOptions.from_args({"max_batch": "4", "min_replicas": "null"}).max_batch == 4
+    for args, msg in (({"max_batch": "abc"}, "max_batch='abc': expected int"), ({"model": 3}, "expected a string"),
+                      ({"colour": "red"}, "unknown serve option")):
+        with pytest.raises(NervError, match=msg):
+            ServeOptions.from_args(args)
+
+
+def test_probes_chunked_bodies_and_class_indices(server):
+    with urllib.request.urlopen(urllib.request.Request(f"{server}/healthz", method="HEAD"), timeout=60) as r:
+        assert r.status == 200 and r.read() == b""  # a load balancer's HEAD probe
+    chunks = iter((b"{" + b" " * 4096, b"}"))  # no Content-Length: the body is read only up to 4 KB + 1
+    req = urllib.request.Request(f"{server}/generate", data=chunks, method="POST",
+                                 headers={"Transfer-Encoding": "chunked"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=120)
+    assert refused.value.code == 413 and json.loads(refused.value.read())["error"] == "request body over 4096 bytes"
+    status, headers, _ = _request(f"{server}/generate", {"class": "3", "frames": 2, "steps": 2})
+    assert status == 200 and headers["x-class"] == json.loads(_request(f"{server}/models")[2])["models"]["128"]["classes"][3]
 
 
 def test_a_killed_replica_is_replaced(server):  # last: it kills the module's replica

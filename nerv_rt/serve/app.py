@@ -7,13 +7,17 @@
 
 Concurrent requests are batched with `@serve.batch`; those that share (res, steps, sampler, guidance) become
 one sampling run of n videos (the DiT runs at batch 2n with CFG), each with its own seed's noise, so a request
-gets the video `nerv-rt generate --seed S` gives. A batch runs in a worker thread: the replica keeps taking
-requests (the next batch) meanwhile. `build_app` is the application builder `serve deploy` imports.
+gets the video `nerv-rt generate --seed S` gives. A batch runs in a worker thread, cheapest run first, and each
+request returns as soon as its own clip is written, not when its whole batch is done; a request whose client has
+gone is dropped from the runs not yet started, and a run whose clients have all gone stops at its next step. The
+replica keeps taking requests (the next batch) meanwhile. `build_app` is the application builder `serve deploy`
+imports.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 from collections import defaultdict
@@ -54,8 +58,15 @@ class ServeOptions:
         if unknown:
             raise NervError(f"unknown serve option(s) {unknown}; options: {', '.join(f.name for f in fields(cls))}")
         kinds = {"max_batch": int, "replicas": int, "min_replicas": int, "max_replicas": int, "batch_wait_ms": float,
-                 "num_cpus": float, "num_gpus": float}
-        cast = {k: (None if v in (None, "null", "None") else kinds[k](v)) if k in kinds else v for k, v in args.items()}
+                 "num_cpus": float, "num_gpus": float, "model": str, "backend": str, "device": str, "precision": str}
+        cast = {}
+        for k, v in args.items():
+            try:
+                cast[k] = None if v in (None, "null", "None") and k.endswith("_replicas") else kinds[k](v)
+            except (TypeError, ValueError):
+                raise NervError(f"serve option {k}={v!r}: expected {kinds[k].__name__}") from None
+            if kinds[k] is str and not isinstance(v, str):  # str() would take any YAML value
+                raise NervError(f"serve option {k}={v!r}: expected a string")
         return cls(**cast)
 
     def replica_device(self) -> str:
@@ -78,6 +89,42 @@ class _Clip:
     headers: dict[str, str]
 
 
+class _Abandoned(Exception):
+    """Every client of a sampling run has gone: the run stops."""
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """A request in a batch. The worker thread hands back its clip (or its run's error) as soon as it is ready;
+    the request's handler marks it cancelled when its client disconnects."""
+    request: GenerateRequest
+    loop: asyncio.AbstractEventLoop
+    result: asyncio.Future
+    cancelled: bool = False
+
+    def finish(self, result: _Clip | Exception) -> None:
+        """From any thread; the first result counts."""
+        self.loop.call_soon_threadsafe(lambda: self.result.done() or self.result.set_result(result))
+
+
+def _run_cost(key: tuple) -> tuple:
+    """Sort key of a batch's runs, cheapest first: DiT forwards (steps, x2 with CFG), then resolution."""
+    res, steps, _sampler, guidance = key
+    return steps * (2 if guidance != 1 else 1), res
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, read no further than MAX_BODY_BYTES + 1 (a chunked upload declares no length)."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        raise RequestError(413, None, f"request body over {MAX_BODY_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestError(413, None, f"request body over {MAX_BODY_BYTES} bytes")
+    return body
+
+
 @serve.deployment
 class Generator:
     def __init__(self, options: dict[str, Any]):
@@ -91,6 +138,7 @@ class Generator:
         self.generate.set_batch_wait_timeout_s(self.options.batch_wait_ms / 1000)
         self.runs = itertools.count(1)
         self.name = f"{os.getpid()}"
+        self.batches: set[asyncio.Task] = set()  # batch calls whose requests returned early: kept until they end
 
     async def __call__(self, request: Request) -> Response:
         # the path below the application's route prefix (Serve passes the prefix as the ASGI root_path)
@@ -99,24 +147,46 @@ class Generator:
         try:
             if path not in routes:
                 raise RequestError(404, None, f"no route {path}; POST /generate, GET /models, GET /healthz")
-            if request.method != routes[path]:
+            allowed = ("GET", "HEAD") if routes[path] == "GET" else (routes[path],)
+            if request.method not in allowed:
                 return JSONResponse({"error": f"{path} takes {routes[path]}", "field": None}, status_code=405,
-                                    headers={"Allow": routes[path]})
+                                    headers={"Allow": ", ".join(allowed)})
+            if request.method == "HEAD":  # a load balancer's probe: the status alone
+                return Response(status_code=200)
             if path == "/healthz":
                 return JSONResponse({"status": "ok"})
             if path == "/models":
                 return JSONResponse(self.describe())
-            if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-                raise RequestError(413, None, f"request body over {MAX_BODY_BYTES} bytes")
-            req = parse_request(await request.body(), self.configs)
-            clip = await self.generate(req)
+            req = parse_request(await _read_body(request), self.configs)
+            clip = await self._generate(req)
             if isinstance(clip, Exception):  # its sampling run failed; the batch's other runs did not
                 raise clip
             return Response(clip.video, media_type=FORMATS[req.format], headers=clip.headers)
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
         except Exception as e:  # the request was valid: a failure here is the server's (JSON, not Serve's text 500)
-            return JSONResponse({"error": f"{type(e).__name__}: {e}", "field": None}, status_code=500)
+            logging.getLogger("ray.serve").exception("generation failed")  # the details (paths too) stay in the log
+            return JSONResponse({"error": f"{type(e).__name__} while generating; the replica's log has the details",
+                                 "field": None}, status_code=500)
+
+    async def _generate(self, req: GenerateRequest) -> _Clip | Exception:
+        """Join a batch; return as soon as this request's clip is ready (its batch may run on)."""
+        loop = asyncio.get_running_loop()
+        ticket = _Ticket(req, loop, loop.create_future())
+        batch = asyncio.ensure_future(self.generate(ticket))
+        self.batches.add(batch)
+
+        def settle(done: asyncio.Future) -> None:  # a batch that ends without this clip (it raised) fails it
+            self.batches.discard(done)
+            error = RuntimeError("the batch was cancelled") if done.cancelled() else done.exception()
+            ticket.finish(error or RuntimeError("the batch ended without this request's clip"))
+
+        batch.add_done_callback(settle)
+        try:
+            return await ticket.result
+        except asyncio.CancelledError:  # the client went away: its runs not yet started leave it out
+            ticket.cancelled = True
+            raise
 
     def describe(self) -> dict[str, Any]:
         return {"resolutions": sorted(self.configs), "backend": self.pipe.describe(),
@@ -127,43 +197,50 @@ class Generator:
     # Size and wait are set from the options in __init__. One batch at a time: the pipeline's engine runs take turns
     # anyway (Pipeline's lock); the event loop stays free (to_thread) to queue the next batch.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, max_concurrent_batches=1)
-    async def generate(self, requests: list[GenerateRequest]) -> list[_Clip | Exception]:
-        return await asyncio.to_thread(self._run, requests)
+    async def generate(self, tickets: list[_Ticket]) -> list[None]:
+        await asyncio.to_thread(self._run, tickets)
+        return [None] * len(tickets)  # each ticket got its clip as it was written
 
-    def _run(self, requests: list[GenerateRequest]) -> list[_Clip | Exception]:
-        """One sampling run per group of requests that share (res, steps, sampler, guidance)."""
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, r in enumerate(requests):
-            groups[r.run_key].append(i)
-        clips: list[_Clip | Exception | None] = [None] * len(requests)
-        for (res, steps, sampler, guidance), members in groups.items():
+    def _run(self, tickets: list[_Ticket]) -> None:
+        """One sampling run per group of requests that share (res, steps, sampler, guidance), cheapest first."""
+        groups: dict[tuple, list[_Ticket]] = defaultdict(list)
+        for t in tickets:
+            groups[t.request.run_key].append(t)
+        for key in sorted(groups, key=_run_cost):
+            res, steps, sampler, guidance = key
             batch = self.pipe.model(res).sample_batch
-            for start in range(0, len(members), batch):
-                run = members[start:start + batch]
+            for start in range(0, len(groups[key]), batch):
+                run = [t for t in groups[key][start:start + batch] if not t.cancelled]
                 try:
-                    self._sample_run(requests, run, clips, res, steps, sampler, guidance)
+                    if run:
+                        self._sample_run(run, res, steps, sampler, guidance)
                 except Exception as e:  # fails this run's requests only
-                    for i in run:
-                        clips[i] = e
-        return clips  # type: ignore[return-value]
+                    for t in run:
+                        t.finish(e)
 
-    def _sample_run(self, requests: list[GenerateRequest], run: list[int], clips: list, res: int, steps: int,
-                    sampler: str, guidance: float) -> None:
+    def _sample_run(self, run: list[_Ticket], res: int, steps: int, sampler: str, guidance: float) -> None:
+        def stop_if_abandoned(_step: int) -> None:
+            if all(t.cancelled for t in run):
+                raise _Abandoned
+
         run_id = f"{self.name}:{next(self.runs)}"
         t0 = time.perf_counter()
-        draws = [VideoDraw(requests[i].seed, 0, requests[i].label) for i in run]
-        tokens = self.pipe.sample(draws, res, steps, sampler, guidance)
+        draws = [VideoDraw(t.request.seed, 0, t.request.label) for t in run]
+        tokens = self.pipe.sample(draws, res, steps, sampler, guidance, progress=stop_if_abandoned)
         self.pipe.synchronize()
         sample_ms = 1000 * (time.perf_counter() - t0)
-        for k, i in enumerate(run):
-            r = requests[i]
+        for k in sorted(range(len(run)), key=lambda k: run[k].request.frames):  # the shortest clips first
+            r = run[k].request
+            if run[k].cancelled:
+                continue
             t1 = time.perf_counter()
             frames = self.pipe.decode(tokens[k:k + 1], r.frames, res)[0]
             decode_ms = 1000 * (time.perf_counter() - t1)
             video = encode_video(frames, r.format, default_fps(self.configs[res], r.frames))
-            clips[i] = _Clip(video, {"X-Seed": str(r.seed), "X-Class": self._label(draws[k], res),
-                                     "X-Sample-Ms": f"{sample_ms:.1f}", "X-Decode-Ms": f"{decode_ms:.1f}",
-                                     "X-Batch-Size": str(len(run)), "X-Run": run_id, "X-Backend": self.pipe.describe()})
+            run[k].finish(_Clip(video, {"X-Seed": str(r.seed), "X-Class": self._label(draws[k], res),
+                                        "X-Sample-Ms": f"{sample_ms:.1f}", "X-Decode-Ms": f"{decode_ms:.1f}",
+                                        "X-Batch-Size": str(len(run)), "X-Run": run_id,
+                                        "X-Backend": self.pipe.describe()}))
 
     def _label(self, draw: VideoDraw, res: int) -> str:
         cfg = self.configs[res]

@@ -85,6 +85,8 @@ def parse_request(body: bytes, models: dict[int, ModelConfig]) -> GenerateReques
     label = d.get("class")
     if label is not None:
         names = cfg.class_names
+        if isinstance(label, str) and label not in names and label.isascii() and label.isdigit():
+            label = int(label)  # "3" is an index, as `generate --class 3` takes it
         if isinstance(label, str) and label in names:
             label = names.index(label)
         elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < cfg.num_classes:

@@ -29,6 +29,8 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
     if not joined:  # the replicas load the model; here only what can be checked without loading it
         for source in resolve(options.model):
             resolve_backend(options.backend, source, options.replica_device())
+        if options.min_replicas == 0:  # no replica loads at the start to show that one can: load it here once
+            _check_loads(options)
     host = host or ("0.0.0.0" if joined else "127.0.0.1")  # a cluster's proxies must be reachable from outside
     if not joined:
         _check_port_free(host, port)
@@ -37,13 +39,15 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
     # ray.init (a user's own setting wins); this process's environment is left as it was.
     ready = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
     env = {} if joined else {ready: os.environ.get(ready, str(PROXY_READY_TIMEOUT_S))}
-    with mock.patch.dict(os.environ, env):
-        # "local": a new Ray instance here, never a cluster that RAY_ADDRESS or a running `ray start` would join
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    for name in ("ray", "ray.serve"):  # Ray's INFO chatter; its warnings and errors still show
-        logging.getLogger(name).setLevel(logging.WARNING)
-    previous = signal.signal(signal.SIGTERM, interrupt)  # as Ctrl-C (after ray.init, which installs its own handler)
+    previous = signal.signal(signal.SIGTERM, interrupt)  # as Ctrl-C, from the start: ray.init takes seconds
     try:
+        with mock.patch.dict(os.environ, env):
+            # "local": a new Ray instance here, never a cluster that RAY_ADDRESS or a running `ray start` would join
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        signal.signal(signal.SIGTERM, interrupt)  # again: ray.init installs its own handler
+        for name in ("ray", "ray.serve"):  # Ray's INFO chatter; its warnings and errors still show
+            logging.getLogger(name).setLevel(logging.WARNING)
         if not joined:  # replicas Ray cannot place would wait for resources forever, without a word
             _check_resources(options, ray.cluster_resources())
         serve_was_running = joined and _serve_running()
@@ -62,13 +66,23 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
                 f"within {options.batch_wait_ms:g} ms); Ctrl-C stops. Replica logs: /tmp/ray/session_latest/logs/serve")
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
         finally:
             _take_down(serve, joined, serve_was_running)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, while serving or still starting: take down what was started
+        pass
     finally:
         ray.shutdown()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _check_loads(options: ServeOptions) -> None:
+    """Load the model as a replica would, here and once, then let it go."""
+    from ..runtime.pipeline import Pipeline
+
+    pipe = Pipeline.load(options.model, backend=options.backend, device=options.replica_device(),
+                         precision=options.precision)
+    for m in pipe.models.values():
+        m.load_graphs()
 
 
 def _check_port_free(host: str, port: int) -> None:
