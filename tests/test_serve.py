@@ -135,10 +135,9 @@ def test_what_cannot_serve_is_one_error_line_before_serving(tmp_path):
     assert _failure(serve, RuntimeError("Failed to update")) == "CheckpointError: x: the export has no fp16 dit graph"
 
 
-def test_a_batch_returns_each_clip_when_ready_and_drops_requests_whose_clients_left():
-    """The replica's batch runner without Ray: the cheap run goes first and its request gets its clip before the
-    expensive one's is made; a request cancelled before its run is left out; a run whose clients all leave stops."""
-    import asyncio
+def test_a_batch_drops_requests_whose_clients_left_and_stops_an_abandoned_run():
+    """The replica's batch runner without Ray: a request cancelled before its run is left out of it (the others are
+    served), and a run whose clients all leave while it samples stops there."""
     import threading
     from dataclasses import asdict
 
@@ -146,27 +145,13 @@ def test_a_batch_returns_each_clip_when_ready_and_drops_requests_whose_clients_l
     from nerv_rt.serve.request import parse_request
 
     gen = Generator.func_or_class(asdict(ServeOptions(device="cpu")))
-
-    async def scenario():
-        loop, finished = asyncio.get_running_loop(), []
-
-        def ticket(body: dict, cancelled: bool = False) -> _Ticket:
-            t = _Ticket(parse_request(json.dumps(body).encode(), gen.configs), loop, loop.create_future(), cancelled)
-            t.result.add_done_callback(lambda _, steps=body["steps"]: finished.append(steps))
-            return t
-
-        costly, gone, cheap = ticket({"steps": 200, "frames": 16}), ticket({"steps": 100}, True), ticket({"steps": 2})
-        await asyncio.to_thread(gen._run, [costly, gone, cheap])
-        await asyncio.sleep(0)
-        assert finished == [2, 200] and not gone.result.done()
-        assert isinstance(cheap.result.result(), _Clip) and cheap.result.result().headers["X-Batch-Size"] == "1"
-        left = ticket({"steps": 1000})  # seconds of sampling; its client leaves after 0.3 s
-        threading.Timer(0.3, lambda: setattr(left, "cancelled", True)).start()
-        await asyncio.to_thread(gen._run, [left])
-        await asyncio.sleep(0)
-        assert isinstance(left.result.result(), _Abandoned)
-
-    asyncio.run(scenario())
+    ticket = lambda body, cancelled=False: _Ticket(parse_request(json.dumps(body).encode(), gen.configs), cancelled)  # noqa: E731
+    served, gone, other = gen._run([ticket({"seed": 1, "steps": 4}), ticket({"seed": 2, "steps": 4}, True),
+                                    ticket({"steps": 2})])
+    assert gone is None and isinstance(other, _Clip) and served.headers["X-Batch-Size"] == "1"  # seed 2 left out
+    left = ticket({"steps": 1000})  # seconds of sampling; its client leaves after 0.3 s
+    threading.Timer(0.3, lambda: setattr(left, "cancelled", True)).start()
+    assert isinstance(gen._run([left])[0], _Abandoned)
 
 
 def test_serve_options_from_a_config_are_checked():

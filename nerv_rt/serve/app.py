@@ -7,11 +7,11 @@
 
 Concurrent requests are batched with `@serve.batch`; those that share (res, steps, sampler, guidance) become
 one sampling run of n videos (the DiT runs at batch 2n with CFG), each with its own seed's noise, so a request
-gets the video `nerv-rt generate --seed S` gives. A batch runs in a worker thread, cheapest run first, and each
-request returns as soon as its own clip is written, not when its whole batch is done; a request whose client has
-gone is dropped from the runs not yet started, and a run whose clients have all gone stops at its next step. The
-replica keeps taking requests (the next batch) meanwhile. `build_app` is the application builder `serve deploy`
-imports.
+gets the video `nerv-rt generate --seed S` gives. A batch runs in a worker thread: the replica keeps taking
+requests (the next batch) meanwhile. Its requests return together: returning each as its clip was written split
+the next batches (bench/results/cpu-xeon-2core-serve-early-return). A request whose client has gone is left out of
+the runs not yet started, and a run whose clients have all gone stops at its next step. `build_app` is the
+application builder `serve deploy` imports.
 """
 from __future__ import annotations
 
@@ -95,22 +95,10 @@ class _Abandoned(Exception):
 
 @dataclass(eq=False)
 class _Ticket:
-    """A request in a batch. The worker thread hands back its clip (or its run's error) as soon as it is ready;
-    the request's handler marks it cancelled when its client disconnects."""
+    """A request in a batch; its handler marks it cancelled when the client disconnects (the batch runs in another
+    thread and sees the mark between runs and sampling steps)."""
     request: GenerateRequest
-    loop: asyncio.AbstractEventLoop
-    result: asyncio.Future
     cancelled: bool = False
-
-    def finish(self, result: _Clip | Exception) -> None:
-        """From any thread; the first result counts."""
-        self.loop.call_soon_threadsafe(lambda: self.result.done() or self.result.set_result(result))
-
-
-def _run_cost(key: tuple) -> tuple:
-    """Sort key of a batch's runs, cheapest first: DiT forwards (steps, x2 with CFG), then resolution."""
-    res, steps, _sampler, guidance = key
-    return steps * (2 if guidance != 1 else 1), res
 
 
 async def _read_body(request: Request) -> bytes:
@@ -138,7 +126,6 @@ class Generator:
         self.generate.set_batch_wait_timeout_s(self.options.batch_wait_ms / 1000)
         self.runs = itertools.count(1)
         self.name = f"{os.getpid()}"
-        self.batches: set[asyncio.Task] = set()  # batch calls whose requests returned early: kept until they end
 
     async def __call__(self, request: Request) -> Response:
         # the path below the application's route prefix (Serve passes the prefix as the ASGI root_path)
@@ -158,7 +145,12 @@ class Generator:
             if path == "/models":
                 return JSONResponse(self.describe())
             req = parse_request(await _read_body(request), self.configs)
-            clip = await self._generate(req)
+            ticket = _Ticket(req)
+            try:
+                clip = await self.generate(ticket)
+            except asyncio.CancelledError:  # the client went away: the runs not yet started leave it out
+                ticket.cancelled = True
+                raise
             if isinstance(clip, Exception):  # its sampling run failed; the batch's other runs did not
                 raise clip
             return Response(clip.video, media_type=FORMATS[req.format], headers=clip.headers)
@@ -169,25 +161,6 @@ class Generator:
             return JSONResponse({"error": f"{type(e).__name__} while generating; the replica's log has the details",
                                  "field": None}, status_code=500)
 
-    async def _generate(self, req: GenerateRequest) -> _Clip | Exception:
-        """Join a batch; return as soon as this request's clip is ready (its batch may run on)."""
-        loop = asyncio.get_running_loop()
-        ticket = _Ticket(req, loop, loop.create_future())
-        batch = asyncio.ensure_future(self.generate(ticket))
-        self.batches.add(batch)
-
-        def settle(done: asyncio.Future) -> None:  # a batch that ends without this clip (it raised) fails it
-            self.batches.discard(done)
-            error = RuntimeError("the batch was cancelled") if done.cancelled() else done.exception()
-            ticket.finish(error or RuntimeError("the batch ended without this request's clip"))
-
-        batch.add_done_callback(settle)
-        try:
-            return await ticket.result
-        except asyncio.CancelledError:  # the client went away: its runs not yet started leave it out
-            ticket.cancelled = True
-            raise
-
     def describe(self) -> dict[str, Any]:
         return {"resolutions": sorted(self.configs), "backend": self.pipe.describe(),
                 "models": {str(r): {"classes": list(c.class_names), "clip_frames": c.frames, "fps": c.fps,
@@ -197,50 +170,51 @@ class Generator:
     # Size and wait are set from the options in __init__. One batch at a time: the pipeline's engine runs take turns
     # anyway (Pipeline's lock); the event loop stays free (to_thread) to queue the next batch.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, max_concurrent_batches=1)
-    async def generate(self, tickets: list[_Ticket]) -> list[None]:
-        await asyncio.to_thread(self._run, tickets)
-        return [None] * len(tickets)  # each ticket got its clip as it was written
+    async def generate(self, tickets: list[_Ticket]) -> list[_Clip | Exception | None]:
+        return await asyncio.to_thread(self._run, tickets)
 
-    def _run(self, tickets: list[_Ticket]) -> None:
-        """One sampling run per group of requests that share (res, steps, sampler, guidance), cheapest first."""
-        groups: dict[tuple, list[_Ticket]] = defaultdict(list)
-        for t in tickets:
-            groups[t.request.run_key].append(t)
-        for key in sorted(groups, key=_run_cost):
-            res, steps, sampler, guidance = key
+    def _run(self, tickets: list[_Ticket]) -> list[_Clip | Exception | None]:
+        """One sampling run per group of requests that share (res, steps, sampler, guidance); None for a request
+        whose client left before its run."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, t in enumerate(tickets):
+            groups[t.request.run_key].append(i)
+        clips: list[_Clip | Exception | None] = [None] * len(tickets)
+        for (res, steps, sampler, guidance), members in groups.items():
             batch = self.pipe.model(res).sample_batch
-            for start in range(0, len(groups[key]), batch):
-                run = [t for t in groups[key][start:start + batch] if not t.cancelled]
+            for start in range(0, len(members), batch):
+                run = [i for i in members[start:start + batch] if not tickets[i].cancelled]
                 try:
                     if run:
-                        self._sample_run(run, res, steps, sampler, guidance)
+                        self._sample_run(tickets, run, clips, res, steps, sampler, guidance)
                 except Exception as e:  # fails this run's requests only
-                    for t in run:
-                        t.finish(e)
+                    for i in run:
+                        clips[i] = e
+        return clips
 
-    def _sample_run(self, run: list[_Ticket], res: int, steps: int, sampler: str, guidance: float) -> None:
+    def _sample_run(self, tickets: list[_Ticket], run: list[int], clips: list, res: int, steps: int, sampler: str,
+                    guidance: float) -> None:
         def stop_if_abandoned(_step: int) -> None:
-            if all(t.cancelled for t in run):
+            if all(tickets[i].cancelled for i in run):
                 raise _Abandoned
 
         run_id = f"{self.name}:{next(self.runs)}"
         t0 = time.perf_counter()
-        draws = [VideoDraw(t.request.seed, 0, t.request.label) for t in run]
+        requests = [tickets[i].request for i in run]
+        draws = [VideoDraw(r.seed, 0, r.label) for r in requests]
         tokens = self.pipe.sample(draws, res, steps, sampler, guidance, progress=stop_if_abandoned)
         self.pipe.synchronize()
         sample_ms = 1000 * (time.perf_counter() - t0)
-        for k in sorted(range(len(run)), key=lambda k: run[k].request.frames):  # the shortest clips first
-            r = run[k].request
-            if run[k].cancelled:
+        for k, (i, r) in enumerate(zip(run, requests)):
+            if tickets[i].cancelled:
                 continue
             t1 = time.perf_counter()
             frames = self.pipe.decode(tokens[k:k + 1], r.frames, res)[0]
             decode_ms = 1000 * (time.perf_counter() - t1)
             video = encode_video(frames, r.format, default_fps(self.configs[res], r.frames))
-            run[k].finish(_Clip(video, {"X-Seed": str(r.seed), "X-Class": self._label(draws[k], res),
-                                        "X-Sample-Ms": f"{sample_ms:.1f}", "X-Decode-Ms": f"{decode_ms:.1f}",
-                                        "X-Batch-Size": str(len(run)), "X-Run": run_id,
-                                        "X-Backend": self.pipe.describe()}))
+            clips[i] = _Clip(video, {"X-Seed": str(r.seed), "X-Class": self._label(draws[k], res),
+                                     "X-Sample-Ms": f"{sample_ms:.1f}", "X-Decode-Ms": f"{decode_ms:.1f}",
+                                     "X-Batch-Size": str(len(run)), "X-Run": run_id, "X-Backend": self.pipe.describe()})
 
     def _label(self, draw: VideoDraw, res: int) -> str:
         cfg = self.configs[res]
