@@ -84,6 +84,14 @@ def load(path: str | Path) -> Checkpoint:
     return _from_dict(raw, path)
 
 
+def has_dit(path: str | Path) -> bool:
+    """Whether a checkpoint holds a DiT: a save_pretrained folder says so in its config (no weights read)."""
+    path = Path(path)
+    if path.is_dir():
+        return "dit" in read_json(path / CONFIG_FILE, FORMAT, VERSION, "checkpoint").get("parts", [])
+    return load(path).dit is not None
+
+
 def _read_pt(path: Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         magic = f.read(4)

@@ -200,9 +200,10 @@ def _source_stats(source: str, res: int | None) -> list[dict]:
         if m.has_graphs and "stats" in m.manifest:
             out.append(m.manifest["stats"])
         else:
+            from .checkpoint import has_dit
             from .models.stats import describe  # torch (meta device)
 
-            out.append(describe(m.config, with_dit=m.checkpoint().dit is not None))
+            out.append(describe(m.config, with_dit=has_dit(m.checkpoint_path)))
     return out
 
 

@@ -35,8 +35,8 @@ def reason(e: BaseException, limit: int = 120) -> str:
     """A library's exception as a short reason inside one error line: its first sentence (or line), never cut
     mid-word; the exception's type when it says nothing."""
     text = str(e).strip()
-    if not re.search("[A-Za-z]", text):  # nothing, or a bare key or code (KeyError(101)): name the type too
-        return f"{type(e).__name__} {text}".strip()
+    if isinstance(e, KeyError) or not re.search(r"[^\W\d_]", text):  # a bare key or code (KeyError(101)): the type too
+        text = f"{type(e).__name__} {text}".strip()
     line = text.splitlines()[0]
     first = re.split(r"(?<=[.!?])\s", line)[0]
     first = first if len(first) >= 25 else line  # "Expected e.g." is no sentence

@@ -129,6 +129,8 @@ def test_library_errors_become_short_reasons():
     assert reason(Exception(long)) == "Weights only load failed."
     assert reason(ValueError()) == "ValueError"
     assert reason(KeyError(101)) == "KeyError 101"  # torch.load of a text file: the bare key alone says nothing
+    assert reason(KeyError("model")) == "KeyError 'model'"
+    assert reason(RuntimeError("слово " * 60), limit=30) == "слово слово слово слово слово ..."  # any script is cut
     assert reason(TypeError("Expected e.g. a tensor of floats")) == "Expected e.g. a tensor of floats"  # no sentence
     cut = reason(RuntimeError("word " * 40), limit=22)
     assert cut == "word word word word ..."  # whole words

@@ -75,7 +75,8 @@ def test_info_of_a_vae_only_checkpoint_and_its_export_shows_no_dit(tmp_path):
 
     vae_only = tmp_path / "vae.pt"  # what `train vae` and `train autodecode` write
     ckpt_io.save(replace(random_checkpoint(128), dit=None), vae_only)
-    for source in (vae_only, export(vae_only, tmp_path / "exp")):
+    ckpt_io.save_pretrained(replace(random_checkpoint(128), dit=None), tmp_path / "vae_folder")  # its config says
+    for source in (vae_only, tmp_path / "vae_folder", export(vae_only, tmp_path / "exp")):
         d = json.loads(run("info", source, "--json").stdout)
         assert set(d["params"]) == {"encoder", "decoder"} and set(d["macs"]) == {"decoder_16f"}, source
     table = run("info", vae_only)
@@ -96,7 +97,8 @@ def test_default_names_the_embedded_model_and_a_path_a_local_default_folder(tmp_
     local = run("info", "./default", "--json", cwd=tmp_path)
     assert local.returncode == 0 and local.stderr == "" and json.loads(local.stdout)["res"] == 128
     monkeypatch.chdir(tmp_path)
-    assert resolve(Path("default"))[0].path == tmp_path / "default"  # a Path is a path, even one spelled "default"
+    local_model = resolve(Path("default"))[0]  # a Path is a path, even one spelled "default"
+    assert local_model.path == Path("default") and local_model.origin == "./default"  # hints name ./default
     with pytest.warns(UserWarning, match="embedded default model"):
         assert resolve("default")[0].path.parent == ASSETS_DIR
 

@@ -120,6 +120,8 @@ def test_what_cannot_serve_is_one_error_line_before_serving(tmp_path):
         assert_clean_error(run("serve", "--port", port), f"cannot listen on 127.0.0.1:{port}")
     # scaled to zero, no replica loads at the start: the command loads the model once itself, before Ray starts
     assert_clean_error(run("serve", "--min-replicas", 0, "--max-replicas", 1, "--precision", "fp16"), "no fp16")
+    assert_clean_error(run("serve", "--min-replicas", 0, "--max-replicas", 1, "--precision", "bf16"),
+                       "--precision bf16 on onnxruntime needs --device cuda")  # the load's error names flags here too
     have = {"CPU": 2.0}
     _check_resources(ServeOptions(replicas=2), have)
     for options, need in ((ServeOptions(replicas=3), "3 replicas at --num-cpus 1 need 3 CPUs and this machine has 2"),
@@ -138,7 +140,6 @@ def test_what_cannot_serve_is_one_error_line_before_serving(tmp_path):
 def test_a_batch_drops_requests_whose_clients_left_and_stops_an_abandoned_run():
     """The replica's batch runner without Ray: a request cancelled before its run is left out of it (the others are
     served), and a run whose clients all leave while it samples stops there."""
-    import threading
     from dataclasses import asdict
 
     from nerv_rt.serve.app import Generator, ServeOptions, _Abandoned, _Clip, _Ticket
@@ -149,9 +150,17 @@ def test_a_batch_drops_requests_whose_clients_left_and_stops_an_abandoned_run():
     served, gone, other = gen._run([ticket({"seed": 1, "steps": 4}), ticket({"seed": 2, "steps": 4}, True),
                                     ticket({"steps": 2})])
     assert gone is None and isinstance(other, _Clip) and served.headers["X-Batch-Size"] == "1"  # seed 2 left out
-    left = ticket({"steps": 1000})  # seconds of sampling; its client leaves after 0.3 s
-    threading.Timer(0.3, lambda: setattr(left, "cancelled", True)).start()
-    assert isinstance(gen._run([left])[0], _Abandoned)
+    left, sample, steps_run = ticket({"steps": 50}), gen.pipe.sample, []
+
+    def sample_while_the_client_leaves(*args, progress, **kwargs):
+        def step(i: int) -> None:
+            steps_run.append(i)
+            left.cancelled = i >= 2  # the client disconnects during step 2
+            progress(i)
+        return sample(*args, progress=step, **kwargs)
+
+    gen.pipe.sample = sample_while_the_client_leaves
+    assert isinstance(gen._run([left])[0], _Abandoned) and steps_run == [1, 2]  # stopped there, not at step 50
 
 
 def test_serve_options_from_a_config_are_checked():
@@ -160,6 +169,7 @@ def test_serve_options_from_a_config_are_checked():
 
     assert ServeOptions.from_args({"max_batch": "4", "min_replicas": "null"}).max_batch == 4
     for args, msg in (({"max_batch": "abc"}, "max_batch='abc': expected int"), ({"model": 3}, "expected a string"),
+                      ({"max_batch": True}, "expected int"), ({"replicas": 2.9}, "expected int"),
                       ({"colour": "red"}, "unknown serve option")):
         with pytest.raises(NervError, match=msg):
             ServeOptions.from_args(args)

@@ -38,16 +38,7 @@ class VideoFolder:
         for p, n in zip(paths, self.lengths):
             if n < frames:
                 raise NervError(f"{p}: {n} frames, but the model's clips are {frames} frames long")
-        if probes[0].fps is None:
-            raise NervError(f"{paths[0]}: the video declares no frame rate")
-        self.fps = probes[0].fps  # generated clips of `frames` frames play at it (ModelConfig.fps)
-        rated = [(r, p) for (_, r), p in zip(probes, paths) if r is not None]
-        (slow, slow_path), (fast, fast_path) = min(rated), max(rated)
-        if fast > 1.01 * slow:
-            warnings.warn(f"{root}: its videos' frame rates differ ({slow:g} fps, {slow_path.name}, to {fast:g} fps, "
-                          f"{fast_path.name}): a clip is {frames} consecutive frames whatever its rate, so clips span "
-                          f"different times; generated clips play at the first video's {self.fps:g} fps",
-                          stacklevel=2)
+        self._rates = [(r, p) for (_, r), p in zip(probes, paths) if r is not None]  # the rates videos declare
         decoded = sum(self.lengths) * res * res * 3
         if cache and decoded > available_bytes() // (2 * world_size()):  # under torchrun each process keeps a copy
             size = f"{decoded / GB:.1f} GB" if decoded >= GB else f"{decoded / 2**20:.0f} MB"
@@ -55,6 +46,20 @@ class VideoFolder:
                           "its file instead (slower)", stacklevel=2)
             cache = False
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    @property
+    def fps(self) -> float:
+        """The rate generated clips of `frames` frames play at (ModelConfig.fps, set by `train vae`): the first
+        declared one; a warning when the videos' rates differ by more than 1 %."""
+        if not self._rates:
+            raise NervError(f"{self.root}: no video declares a frame rate")
+        (slow, slow_path), (fast, fast_path) = min(self._rates), max(self._rates)
+        if fast > 1.01 * slow:
+            warnings.warn(f"{self.root}: its videos' frame rates differ ({slow:g} fps, {slow_path.name}, to {fast:g} "
+                          f"fps, {fast_path.name}): a clip is {self.frames} consecutive frames whatever its rate, so "
+                          f"clips span different times; generated clips play at {self._rates[0][0]:g} fps, the first "
+                          "video's", stacklevel=2)
+        return self._rates[0][0]
 
     @property
     def num_classes(self) -> int:

@@ -162,7 +162,7 @@ class Pipeline:
         copy loads the same source on the same backend, device and precision where it is unpickled."""
         if self._opened_as is None:
             raise TypeError("a Pipeline made with Pipeline.from_backend cannot be pickled; one from Pipeline.load can")
-        return Pipeline.load, self._opened_as
+        return type(self).load, self._opened_as
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT, backend: str = "auto", device: str = "auto",

@@ -112,17 +112,17 @@ def _single(path: Path, origin: str) -> ModelSource | None:
 
 def resolve(source: str | Path) -> list[ModelSource]:
     """The models a source holds, sorted by resolution (one resolution each)."""
-    path, origin = source_path(source), str(source)
+    path = source_path(source)
+    origin = f"./{DEFAULT}" if not is_default(source) and str(source) == DEFAULT else str(source)  # for hints to run
     if is_default(source) and Path(DEFAULT).exists():
         warnings.warn(f"'{DEFAULT}' is the embedded default model, not ./{DEFAULT} here; give ./{DEFAULT} for that",
                       stacklevel=2)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
-    here = path.absolute()  # graphs and engines load when first used: the same files after a chdir
-    single = _single(here, origin)
+    single = _single(path, origin)
     if single is not None:
         return [single]
-    found = [s for s in (_single(sub, origin) for sub in sorted(here.iterdir()) if sub.is_dir()) if s is not None]
+    found = [s for s in (_single(sub, origin) for sub in sorted(path.iterdir()) if sub.is_dir()) if s is not None]
     if not found:
         raise CheckpointError(f"{path}: not a checkpoint, an export folder, or a folder of those "
                               f"(expected {MANIFEST_FILE} or {CONFIG_FILE})")

@@ -28,7 +28,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import NervError
+from ..errors import ON_COMMAND_LINE, NervError, option
 from ..runtime.pipeline import Pipeline, default_fps
 from ..runtime.sampling import VideoDraw, video_label
 from .request import FORMATS, MAX_BODY_BYTES, GenerateRequest, RequestError, encode_video, parse_request
@@ -61,12 +61,19 @@ class ServeOptions:
                  "num_cpus": float, "num_gpus": float, "model": str, "backend": str, "device": str, "precision": str}
         cast = {}
         for k, v in args.items():
+            kind = kinds[k]
+            if v in (None, "null", "None") and k.endswith("_replicas"):
+                cast[k] = None
+                continue
+            wanted = "a string" if kind is str else kind.__name__
+            # refused, where a cast would take them: True as a number, 3 as a model, 2.9 replicas
+            if isinstance(v, bool) or (kind is str and not isinstance(v, str)) or (
+                    kind is int and isinstance(v, float) and not v.is_integer()):
+                raise NervError(f"serve option {k}={v!r}: expected {wanted}")
             try:
-                cast[k] = None if v in (None, "null", "None") and k.endswith("_replicas") else kinds[k](v)
+                cast[k] = kind(v)
             except (TypeError, ValueError):
-                raise NervError(f"serve option {k}={v!r}: expected {kinds[k].__name__}") from None
-            if kinds[k] is str and not isinstance(v, str):  # str() would take any YAML value
-                raise NervError(f"serve option {k}={v!r}: expected a string")
+                raise NervError(f"serve option {k}={v!r}: expected {wanted}") from None
         return cls(**cast)
 
     def replica_device(self) -> str:
@@ -75,7 +82,8 @@ class ServeOptions:
 
     def check(self) -> None:
         if self.max_batch < 1 or not 0 <= self.batch_wait_ms <= 60_000 or self.replicas < 1:
-            raise NervError("--max-batch and --replicas must be >= 1 and --batch-wait-ms in 0..60000")
+            raise NervError(f"{option('max_batch')} and {option('replicas')} must be >= 1 and "
+                            f"{option('batch_wait_ms')} in 0..60000")
         if (self.min_replicas is None) != (self.max_replicas is None) or (
                 self.min_replicas is not None and not (0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1)):
             raise NervError("autoscaling needs both --min-replicas and --max-replicas, 0 <= min <= max, max >= 1")
@@ -113,15 +121,26 @@ async def _read_body(request: Request) -> bytes:
     return body
 
 
+def open_pipeline(options: ServeOptions, on_command_line: bool) -> Pipeline:
+    """The pipeline a replica serves, its graphs loaded: a replica that cannot serve fails here, not at its first
+    request. Load errors name the command line's flags when it was `nerv-rt serve` that started the replicas."""
+    token = ON_COMMAND_LINE.set(on_command_line)
+    try:
+        pipe = Pipeline.load(options.model, backend=options.backend, device=options.replica_device(),
+                             precision=options.precision)
+        for m in pipe.models.values():
+            m.load_graphs()
+        return pipe
+    finally:
+        ON_COMMAND_LINE.reset(token)
+
+
 @serve.deployment
 class Generator:
-    def __init__(self, options: dict[str, Any]):
+    def __init__(self, options: dict[str, Any], on_command_line: bool = False):
         self.options = ServeOptions(**options)
-        self.pipe = Pipeline.load(self.options.model, backend=self.options.backend,
-                                  device=self.options.replica_device(), precision=self.options.precision)
+        self.pipe = open_pipeline(self.options, on_command_line)
         self.configs = {r: m.config for r, m in self.pipe.models.items()}
-        for m in self.pipe.models.values():  # a replica that cannot serve fails here, not at its first request
-            m.load_graphs()
         self.generate.set_max_batch_size(self.options.max_batch)
         self.generate.set_batch_wait_timeout_s(self.options.batch_wait_ms / 1000)
         self.runs = itertools.count(1)
@@ -157,8 +176,8 @@ class Generator:
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
         except Exception as e:  # the request was valid: a failure here is the server's (JSON, not Serve's text 500)
-            logging.getLogger("ray.serve").exception("generation failed")  # the details (paths too) stay in the log
-            return JSONResponse({"error": f"{type(e).__name__} while generating; the replica's log has the details",
+            logging.getLogger("ray.serve").exception("%s %s failed", request.method, path)  # details stay in the log
+            return JSONResponse({"error": f"{type(e).__name__}; the replica's log has the details",
                                  "field": None}, status_code=500)
 
     def describe(self) -> dict[str, Any]:
@@ -222,7 +241,7 @@ class Generator:
         return cfg.class_names[label] if cfg.class_names else str(label)
 
 
-def deployment(options: ServeOptions):
+def deployment(options: ServeOptions, on_command_line: bool = False):
     """The Generator deployment with the replica count (or autoscaling) and resources of `options`."""
     options.check()
     scaling: dict[str, Any] = {"num_replicas": options.replicas}
@@ -234,7 +253,7 @@ def deployment(options: ServeOptions):
     return Generator.options(name="Generator", max_ongoing_requests=2 * options.max_batch,
                              max_queued_requests=16 * options.max_batch, graceful_shutdown_timeout_s=300,
                              ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
-                             **scaling).bind(asdict(options))
+                             **scaling).bind(asdict(options), on_command_line)
 
 
 def build_app(args: dict[str, Any]):

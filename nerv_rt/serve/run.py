@@ -3,18 +3,20 @@ until Ctrl-C or SIGTERM, then take down what this command started, and only that
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import re
 import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from unittest import mock
 
 from ..engines.select import resolve_backend
-from ..errors import NervError, interrupt
+from ..errors import ON_COMMAND_LINE, NervError, interrupt
 from ..runtime.sources import resolve
-from .app import APP_NAME, ServeOptions, deployment
+from .app import APP_NAME, ServeOptions, deployment, open_pipeline
 
 PROXY_READY_TIMEOUT_S = 60  # serve.start itself waits 60 s for the proxy
 
@@ -29,11 +31,11 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
     if not joined:  # the replicas load the model; here only what can be checked without loading it
         for source in resolve(options.model):
             resolve_backend(options.backend, source, options.replica_device())
-        if options.min_replicas == 0:  # no replica loads at the start to show that one can: load it here once
-            _check_loads(options)
     host = host or ("0.0.0.0" if joined else "127.0.0.1")  # a cluster's proxies must be reachable from outside
     if not joined:
         _check_port_free(host, port)
+        if options.min_replicas == 0:  # no replica loads at the start to show that one can: load it once first
+            _check_loads(options)
     # Serve restarts a proxy that is not ready within 5 s, three times over; on a busy small machine a proxy's start
     # takes longer than that and serve.start fails. The Ray processes started here inherit the environment of
     # ray.init (a user's own setting wins); this process's environment is left as it was.
@@ -57,7 +59,7 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
         try:
             serve.start(http_options={"host": host, "port": port})
             try:
-                serve.run(deployment(options), name=APP_NAME, route_prefix="/")
+                serve.run(deployment(options, ON_COMMAND_LINE.get()), name=APP_NAME, route_prefix="/")
             except RuntimeError as e:  # "Deploying application failed": the reason is in the deployment's status
                 raise NervError(f"the generator replicas failed to start: {_failure(serve, e)}") from None
             replicas = (f"{options.min_replicas}-{options.max_replicas} replicas (autoscaling)"
@@ -76,13 +78,21 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
 
 
 def _check_loads(options: ServeOptions) -> None:
-    """Load the model as a replica would, here and once, then let it go."""
-    from ..runtime.pipeline import Pipeline
+    """Load the model as a replica would, once, in a child process: a CUDA context or engines would otherwise stay
+    with this long-lived one."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        problem = pool.apply(_load_problem, (asdict(options), ON_COMMAND_LINE.get()))
+    if problem is not None:
+        raise NervError(problem)
 
-    pipe = Pipeline.load(options.model, backend=options.backend, device=options.replica_device(),
-                         precision=options.precision)
-    for m in pipe.models.values():
-        m.load_graphs()
+
+def _load_problem(options: dict, on_command_line: bool) -> str | None:
+    """Why a replica with these options could not load (its one-line error), or None."""
+    try:
+        open_pipeline(ServeOptions(**options), on_command_line)
+    except NervError as e:
+        return str(e)
+    return None
 
 
 def _check_port_free(host: str, port: int) -> None:
