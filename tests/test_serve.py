@@ -188,6 +188,26 @@ def test_probes_chunked_bodies_and_class_indices(server):
     assert status == 200 and headers["x-class"] == json.loads(_request(f"{server}/models")[2])["models"]["128"]["classes"][3]
 
 
+def test_sigterm_lets_the_requests_in_flight_finish():
+    """Stopping deletes the application before Serve: its replica answers the request it holds (seconds of work
+    here), and the proxy passes the answer on; shutting Serve down first cut such clients off."""
+    import threading
+
+    from nerv_rt.bench.serve_load import Server, post
+
+    answers = []
+    with Server(["--max-batch", "1"], startup_s=STARTUP_S) as running:
+        heavy = threading.Thread(target=lambda: answers.append(post(
+            f"{running.url}", {"steps": 1000, "frames": 256, "res": 256}, timeout=300)))
+        heavy.start()
+        time.sleep(1.0)  # the request is in its sampling run
+        running.proc.send_signal(signal.SIGTERM)
+        heavy.join()
+        running.proc.wait(timeout=300)
+    assert answers and answers[0][0] == 200, answers
+    assert "stopping: the requests in flight finish first" in running.stderr and running.proc.returncode == 0
+
+
 def test_a_killed_replica_is_replaced(server):  # last: it kills the module's replica
     _, headers, _ = _request(f"{server}/generate", {"frames": 2, "steps": 2})
     pid = int(headers["x-run"].split(":")[0])

@@ -66,8 +66,12 @@ def serve_until_interrupted(options: ServeOptions, host: str | None, port: int, 
                         if options.min_replicas is not None else f"{options.replicas} replica{'s' * (options.replicas > 1)}")
             say(f"serving {options.model} on http://{host}:{port} ({replicas}, batches of up to {options.max_batch} "
                 f"within {options.batch_wait_ms:g} ms); Ctrl-C stops. Replica logs: /tmp/ray/session_latest/logs/serve")
-            while True:
-                time.sleep(3600)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                say("stopping: the requests in flight finish first (Ctrl-C again stops at once)")
+                raise
         finally:
             _take_down(serve, joined, serve_was_running)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, while serving or still starting: take down what was started
@@ -129,11 +133,11 @@ def _serve_running() -> bool:
 
 
 def _take_down(serve, joined: bool, serve_was_running: bool) -> None:
-    """Delete our application; shut Serve down too where this command started it."""
-    try:
-        if joined and serve_was_running:
-            serve.delete(APP_NAME)
-        else:
-            serve.shutdown()
-    except Exception as e:  # a failed start leaves nothing to delete: keep the error that got us here
-        logging.getLogger(__name__).debug("serve cleanup: %s", e)
+    """Delete our application first: its replicas finish the requests they hold, the proxy passing the answers on
+    (shutting Serve down at once cut them off). Then shut Serve down too where this command started it."""
+    steps = [lambda: serve.delete(APP_NAME)] + ([] if joined and serve_was_running else [serve.shutdown])
+    for step in steps:
+        try:
+            step()
+        except Exception as e:  # a failed start leaves nothing to delete: keep the error that got us here
+            logging.getLogger(__name__).debug("serve cleanup: %s", e)
