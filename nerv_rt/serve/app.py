@@ -28,7 +28,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import ON_COMMAND_LINE, NervError, option
+from ..errors import ON_COMMAND_LINE, NervError, option, setting
 from ..runtime.pipeline import Pipeline, default_fps
 from ..runtime.sampling import VideoDraw, video_label
 from .request import FORMATS, MAX_BODY_BYTES, GenerateRequest, RequestError, encode_video, parse_request
@@ -86,9 +86,11 @@ class ServeOptions:
                             f"{option('batch_wait_ms')} in 0..60000")
         if (self.min_replicas is None) != (self.max_replicas is None) or (
                 self.min_replicas is not None and not (0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1)):
-            raise NervError("autoscaling needs both --min-replicas and --max-replicas, 0 <= min <= max, max >= 1")
+            raise NervError(f"autoscaling needs both {option('min_replicas')} and {option('max_replicas')}, "
+                            "0 <= min <= max, max >= 1")
         if self.device == "cuda" and self.num_gpus == 0:
-            raise NervError("--device cuda needs a GPU per replica that Ray reserves: --num-gpus 1 (or a fraction)")
+            raise NervError(f"{setting('device', 'cuda')} needs a GPU per replica that Ray reserves: "
+                            f"{setting('num_gpus', 1)} (or a fraction)")
 
 
 @dataclass

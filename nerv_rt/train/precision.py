@@ -15,8 +15,8 @@ def check_precision(precision: str) -> None:
 
 
 def check_run_config(cfg: object) -> None:
-    """ValueError on a stage config's shared fields that no run can use (the CLI refuses them as options first):
-    counts below 1, negative learning rates, an EMA decay outside [0, 1)."""
+    """ConfigError (a NervError and a ValueError) on a stage config's shared fields that no run can use (the CLI
+    refuses them as options first): counts below 1, negative learning rates, an EMA decay outside [0, 1)."""
     for name in ("steps", "batch", "ckpt_every", "clips_per_video"):
         v = getattr(cfg, name, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
