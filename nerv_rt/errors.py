@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextvars
 import re
+import sys
+import warnings
 
 
 class NervError(Exception):
@@ -41,6 +43,16 @@ def reason(e: BaseException, limit: int = 120) -> str:
     first = re.split(r"(?<=[.!?])\s", line)[0]
     first = first if len(first) >= 25 else line  # "Expected e.g." is no sentence
     return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """A warning that points at the line that called into nerv_rt (a user's script, or nerv_rt's CLI, which shows
+    it as one line), not at the library function that found the problem, however deep."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2: warn's caller
+    while frame is not None and (name := frame.f_globals.get("__name__", "")).startswith("nerv_rt.") \
+            and name != "nerv_rt.cli":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def interrupt(*_) -> None:

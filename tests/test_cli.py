@@ -87,6 +87,7 @@ def test_info_of_a_vae_only_checkpoint_and_its_export_shows_no_dit(tmp_path):
 def test_default_names_the_embedded_model_and_a_path_a_local_default_folder(tmp_path, tiny_export, monkeypatch):
     import shutil
 
+    from nerv_rt import Pipeline
     from nerv_rt.runtime.sources import ASSETS_DIR, resolve
 
     shutil.copytree(tiny_export, tmp_path / "default")
@@ -99,8 +100,11 @@ def test_default_names_the_embedded_model_and_a_path_a_local_default_folder(tmp_
     monkeypatch.chdir(tmp_path)
     local_model = resolve(Path("default"))[0]  # a Path is a path, even one spelled "default"
     assert local_model.path == Path("default") and local_model.origin == "./default"  # hints name ./default
-    with pytest.warns(UserWarning, match="embedded default model"):
+    with pytest.warns(UserWarning, match="embedded default model") as caught:
         assert resolve("default")[0].path.parent == ASSETS_DIR
+    with pytest.warns(UserWarning, match="embedded default model") as caught_deeper:
+        Pipeline.load("default")  # found three calls deep in nerv_rt
+    assert {w.filename for w in [*caught, *caught_deeper]} == {__file__}  # each warning names the caller's line
 
 
 def test_info_takes_a_model_or_a_preset_not_both(tiny_ckpt):

@@ -8,13 +8,12 @@ file when drawn.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import NervError
+from ..errors import NervError, warn
 from ..runtime.memory import GB, available_bytes
 from ..runtime.video_io import list_videos, probe_video, read_video
 from ..train.common import world_size
@@ -42,8 +41,8 @@ class VideoFolder:
         decoded = sum(self.lengths) * res * res * 3
         if cache and decoded > available_bytes() // (2 * world_size()):  # under torchrun each process keeps a copy
             size = f"{decoded / GB:.1f} GB" if decoded >= GB else f"{decoded / 2**20:.0f} MB"
-            warnings.warn(f"{root}: its videos decoded would take about {size} of memory; each clip is decoded from "
-                          "its file instead (slower)", stacklevel=2)
+            warn(f"{root}: its videos decoded would take about {size} of memory; each clip is decoded from "
+                 "its file instead (slower)")
             cache = False
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
@@ -55,10 +54,10 @@ class VideoFolder:
             raise NervError(f"{self.root}: no video declares a frame rate")
         (slow, slow_path), (fast, fast_path) = min(self._rates), max(self._rates)
         if fast > 1.01 * slow:
-            warnings.warn(f"{self.root}: its videos' frame rates differ ({slow:g} fps, {slow_path.name}, to {fast:g} "
-                          f"fps, {fast_path.name}): a clip is {self.frames} consecutive frames whatever its rate, so "
-                          f"clips span different times; generated clips play at {self._rates[0][0]:g} fps, the first "
-                          "video's", stacklevel=2)
+            warn(f"{self.root}: its videos' frame rates differ ({slow:g} fps, {slow_path.name}, to {fast:g} "
+                 f"fps, {fast_path.name}): a clip is {self.frames} consecutive frames whatever its rate, so "
+                 f"clips span different times; generated clips play at {self._rates[0][0]:g} fps, the first "
+                 "video's")
         return self._rates[0][0]
 
     @property

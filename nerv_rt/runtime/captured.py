@@ -10,13 +10,13 @@ the device for the decoder engine.
 """
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
 from ..engines.base import Backend, Engine
+from ..errors import warn
 from .sampling import DeviceInputs, SamplerInputs, denoise
 
 MAX_GRAPHS = 8  # captured keys kept; each holds its buffers and, on TensorRT, an execution context
@@ -47,8 +47,8 @@ class CapturedSampler:
             except Exception as e:  # an engine that cannot be captured: fall back, once per key
                 torch.cuda.synchronize()
                 self._failed.add(key)
-                warnings.warn(f"CUDA graph capture of the sampling loop failed ({type(e).__name__}: {e}); running it "
-                              "step by step", RuntimeWarning, stacklevel=2)
+                warn(f"CUDA graph capture of the sampling loop failed ({type(e).__name__}: {e}); running it "
+                     "step by step", RuntimeWarning)
                 return None
             self.graphs[key] = cap
             if len(self.graphs) > self.max_graphs:

@@ -3,12 +3,11 @@ folder, a folder holding both a checkpoint and its exported graphs (the embedded
 folder of those (one per resolution). Torch-free except for loading .pt files."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, require
+from ..errors import CheckpointError, require, warn
 from ..formats import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -115,8 +114,7 @@ def resolve(source: str | Path) -> list[ModelSource]:
     path = source_path(source)
     origin = f"./{DEFAULT}" if not is_default(source) and str(source) == DEFAULT else str(source)  # for hints to run
     if is_default(source) and Path(DEFAULT).exists():
-        warnings.warn(f"'{DEFAULT}' is the embedded default model, not ./{DEFAULT} here; give ./{DEFAULT} for that",
-                      stacklevel=2)
+        warn(f"'{DEFAULT}' is the embedded default model, not ./{DEFAULT} here; give ./{DEFAULT} for that")
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     single = _single(path, origin)

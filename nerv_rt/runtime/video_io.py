@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import NervError, option
+from ..errors import NervError, option, warn
 from ..formats import FolderOutput, atomic_path, check_replaceable, named_path
 from .args import check_ints, check_numbers
 
@@ -143,8 +142,8 @@ def write_frames(chunks: Iterable[np.ndarray], path: Path, fps: float = 8, quali
     check_quality(quality)  # before anything is written (save_video's checks stop at its first clip's)
     played = played_fps(path, fps)
     if abs(played - fps) > 0.05 * fps:
-        warnings.warn(f"{path}: a .gif frame lasts whole centiseconds and plays at most {GIF_MAX_FPS} fps, so this one "
-                      f"plays at {played:.3g} fps instead of {float(fps):g}; write .mp4 for the exact rate", stacklevel=2)
+        warn(f"{path}: a .gif frame lasts whole centiseconds and plays at most {GIF_MAX_FPS} fps, so this one "
+             f"plays at {played:.3g} fps instead of {float(fps):g}; write .mp4 for the exact rate")
     with atomic_path(path, folder=PNG_FRAMES if suffix == "" else None) as tmp:
         if suffix == ".mp4":
             _write_mp4(chunks, tmp, fps, quality, path)

@@ -15,7 +15,6 @@ encoder's tokens lose), and held-out clips reach such tokens by token refinement
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 from .. import checkpoint as ckpt_io
 from ..data.video_folder import VideoFolder
-from ..errors import NervError
+from ..errors import NervError, warn
 from ..runtime.frames import frame_times
 from .common import (
     CsvLog,
@@ -105,9 +104,9 @@ def warn_if_freezing_changed(saved: dict, cfg: AutodecodeConfig) -> None:
     """A resume takes the flags given; say so when they freeze other parts than the saved run did."""
     before, now = frozen_parts(saved), frozen_parts(asdict(cfg))
     if saved and before != now:
-        warnings.warn(f"--resume: the saved run froze {', '.join(sorted(before)) or 'nothing'}; these flags freeze "
-                      f"{', '.join(sorted(now)) or 'nothing'} (pass the run's --lr / --token-lr / --encoder-weight to "
-                      "keep it)", stacklevel=2)
+        warn(f"--resume: the saved run froze {', '.join(sorted(before)) or 'nothing'}; these flags freeze "
+             f"{', '.join(sorted(now)) or 'nothing'} (pass the run's --lr / --token-lr / --encoder-weight to "
+             "keep it)")
 
 
 def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfig, device: str = "auto",

@@ -6,7 +6,6 @@ import csv
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..errors import NervError
+from ..errors import NervError, warn
 from ..formats import atomic_write_text
 
 
@@ -121,8 +120,7 @@ def resume_state(train_state: dict, path: Path, kind: str, keys: tuple[str, ...]
                         f"{train_state['step']} or more")
     saved = train_state.get("train_config", {}).get("precision", "auto")
     if saved != precision:
-        warnings.warn(f"--resume: {path} was trained with --precision {saved}; it goes on with {precision}",
-                      stacklevel=2)
+        warn(f"--resume: {path} was trained with --precision {saved}; it goes on with {precision}")
     return train_state
 
 

@@ -11,7 +11,6 @@ render their motion; the encoder's lose most of it, and a DiT trained on them ge
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..diffusion.schedule import (
     min_snr_weights,
 )
 from ..diffusion.training import scheduled_sampling_inputs, scheduled_sampling_prob
-from ..errors import NervError, option
+from ..errors import NervError, option, warn
 from ..models.dit import ImplicitDiT
 from ..models.presets import PREDICTIONS
 from ..models.refine import refine_tokens
@@ -157,9 +156,9 @@ def train_dit(data_dir: Path, vae_path: Path, out: Path, cfg: DiTTrainConfig, de
             raise NervError(f"{data_dir} has {data.num_classes} classes but the VAE was trained with "
                             f"{base.config.num_classes}")
         if d.main and cfg.ema ** cfg.steps > 0.05:  # once the inputs are known good: an error stays one line
-            warnings.warn(f"{option('ema')} {cfg.ema:g} over {cfg.steps} steps: the EMA weights the model samples "
-                          f"with keep {cfg.ema ** cfg.steps:.0%} of the untrained start; use a smaller "
-                          f"{option('ema')} or more steps", stacklevel=2)
+            warn(f"{option('ema')} {cfg.ema:g} over {cfg.steps} steps: the EMA weights the model samples "
+                 f"with keep {cfg.ema ** cfg.steps:.0%} of the untrained start; use a smaller "
+                 f"{option('ema')} or more steps")
         base = replace(base, config=replace(base.config, class_names=tuple(data.classes),
                                             dit=replace(base.config.dit, prediction=cfg.prediction)))
         return _train(data, base, out, cfg, d, resume, log, show_progress)
