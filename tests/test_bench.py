@@ -23,6 +23,28 @@ def test_memory_probe_measures_a_known_allocation(mb):
     assert mb * 0.97 <= peak / 2**20 <= mb * 1.1 + 8
 
 
+def test_nvml_peak_counts_what_the_block_holds_at_its_end(monkeypatch):
+    """NvmlPeak against a stand-in NVML: a sample after the block, so memory taken just before its end counts
+    (with a 10 s period, the thread samples only at its start and after the block)."""
+    import os
+    import sys
+    import types
+
+    from nerv_rt.bench.memory import NvmlPeak
+
+    used = {"device": 1000, "process": 300}
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: "gpu0",
+        nvmlDeviceGetHandleByUUID=lambda u: "gpu0", nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=used["device"]),
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=used["process"])])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with NvmlPeak(period_s=10) as nvml:
+        time.sleep(0.2)  # the first sample, at the levels of the start
+        used.update(device=1000 + 2**20, process=300 + 2**21)
+    assert nvml.result() == {"nvml_device_delta_peak_mb": 1.0, "nvml_process_peak_mb": (300 + 2**21) / 2**20,
+                             "nvml_process_delta_peak_mb": 2.0}
+
+
 def start_a_server_and_hang(pid_file: str) -> None:
     """Start a process in a session of its own, as serve_load.Server does, then hang where no `finally` of ours
     could stop it (a server that never comes up, requests still in flight)."""

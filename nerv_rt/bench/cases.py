@@ -79,21 +79,30 @@ def time_runs(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> 
     return times
 
 
-def measured(fn: Callable[[], Any], device: str, warmup: int, repeats: int, graph: bool = False) -> dict:
-    """Seconds per call after `warmup` calls (CUDA events on GPU). On CUDA, memory is measured first, over one
-    call on a clean slate: the torch allocator's peak and NVML's figures for this process (sampled by a thread only
-    then, so that it does not compete with the timed calls; TensorRT's and ONNX Runtime's allocations are invisible
-    to the allocator). With `graph`, fn is captured as one CUDA graph inside that window, so its pool counts."""
+def already_made(fn: Callable[[], Any]) -> Callable[[], Callable[[], Any]]:
+    """For `measured`: a call whose model is set up already (its weights then precede the memory window)."""
+    return lambda: fn
+
+
+def measured(make: Callable[[], Callable[[], Any]], device: str, warmup: int, repeats: int, graph: bool = False) -> dict:
+    """Seconds per call of the function `make` returns (the model set up), after `warmup` calls (CUDA events on
+    GPU). On CUDA, memory is measured first, in one window from before `make` to the end of the first call: the
+    torch allocator's peak and NVML's figures for this process (sampled by a thread only then, so that it does not
+    compete with the timed calls; TensorRT's and ONNX Runtime's allocations are invisible to the allocator). So the
+    weights count on every backend, as in the paper's VRAM figures, and so does what the libraries set up for
+    their first call (cuBLAS / cuDNN workspaces, kernels loaded). With `graph`, the call is captured as one CUDA
+    graph inside that window, so its pool counts."""
     if device != "cuda":
-        return {"times": time_runs(fn, device, warmup, repeats)}
+        return {"times": time_runs(make(), device, warmup, repeats)}
     import torch
 
     from .memory import NvmlPeak
 
-    torch.cuda.synchronize()
+    torch.cuda.synchronize()  # the CUDA context exists before the window
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     with NvmlPeak() as nvml:
+        fn = make()
         call = _graphed(fn) if graph else fn
         call()
         torch.cuda.synchronize()
@@ -112,15 +121,19 @@ def sd_vae_decoder(res: int, frames: int, device: str, precision: str, warmup: i
     # .to(dtype) logs which of its modules (none) should stay fp32: a note for from_pretrained users, not ours
     diffusers_logging.set_verbosity_error()
     dtype = getattr(torch, DTYPES[precision])
-    if weights:
-        vae = AutoencoderKL.from_pretrained(weights, local_files_only=True)
-    else:
-        vae = AutoencoderKL(**(SD_VAE_QUICK_CONFIG if quick else SD_VAE_CONFIG))
-    del vae.encoder, vae.quant_conv  # the decoder only, as in the paper's table
-    vae = vae.to(device, dtype).eval()
-    z = torch.randn(frames, 4, res // 8, res // 8, device=device, dtype=dtype)
+
+    def make() -> Callable[[], Any]:
+        if weights:
+            vae = AutoencoderKL.from_pretrained(weights, local_files_only=True)
+        else:
+            vae = AutoencoderKL(**(SD_VAE_QUICK_CONFIG if quick else SD_VAE_CONFIG))
+        del vae.encoder, vae.quant_conv  # the decoder only, as in the paper's table
+        vae = vae.to(device, dtype).eval()
+        z = torch.randn(frames, 4, res // 8, res // 8, device=device, dtype=dtype)
+        return lambda: vae.decode(z).sample
+
     with torch.inference_mode():
-        return measured(lambda: vae.decode(z).sample, device, warmup, repeats, graph=cuda_graph)
+        return measured(make, device, warmup, repeats, graph=cuda_graph)
 
 
 def nerv_decoder(preset_name: str, res: int, frames: int, device: str, precision: str, warmup: int,
@@ -132,13 +145,16 @@ def nerv_decoder(preset_name: str, res: int, frames: int, device: str, precision
     from ..models.nerv import NeRVDecoder
     from ..models.presets import preset
 
-    dtype = getattr(torch, DTYPES[precision])
     cfg = preset(preset_name, res)
-    dec = NeRVDecoder(cfg).to(device, dtype).eval()
-    z = torch.randn(1, cfg.tokens, cfg.token_dim, device=device)
-    t = torch.linspace(0, 1, frames, device=device)
+
+    def make() -> Callable[[], Any]:
+        dec = NeRVDecoder(cfg).to(device, getattr(torch, DTYPES[precision])).eval()
+        z = torch.randn(1, cfg.tokens, cfg.token_dim, device=device)
+        t = torch.linspace(0, 1, frames, device=device)
+        return lambda: dec(z, t)
+
     with torch.inference_mode():
-        return measured(lambda: dec(z, t), device, warmup, repeats, graph=cuda_graph)
+        return measured(make, device, warmup, repeats, graph=cuda_graph)
 
 
 def _graphed(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -166,38 +182,52 @@ def dit_forward(preset_name: str, res: int, device: str, precision: str, warmup:
     from ..models.presets import preset
 
     cfg = preset(preset_name, res)
-    dit = ImplicitDiT(cfg).to(device, getattr(torch, DTYPES[precision])).eval()
-    x = torch.randn(2, cfg.tokens, cfg.token_dim, device=device)
-    t, y = torch.tensor([500.0, 500.0], device=device), torch.tensor([0, cfg.num_classes], device=device)
+
+    def make() -> Callable[[], Any]:
+        dit = ImplicitDiT(cfg).to(device, getattr(torch, DTYPES[precision])).eval()
+        x = torch.randn(2, cfg.tokens, cfg.token_dim, device=device)
+        t, y = torch.tensor([500.0, 500.0], device=device), torch.tensor([0, cfg.num_classes], device=device)
+        return lambda: dit(x, t, y)
+
     with torch.inference_mode():
-        return measured(lambda: dit(x, t, y), device, warmup, repeats, graph=cuda_graph)
+        return measured(make, device, warmup, repeats, graph=cuda_graph)
 
 
 def generation(source: str, backend: str, device: str, precision: str, frames: int, steps: int, sampler: str,
                guidance: float, warmup: int, repeats: int, cuda_graph: bool | None = None) -> dict:
-    """Full generation of one video through the runtime Pipeline (`timed_generation`) and the backend that ran it."""
+    """Full generation of one video through the runtime Pipeline (`timed_generation`, its load inside the memory
+    window) and the backend that ran it. `device`: cpu or cuda."""
     from ..runtime.pipeline import Pipeline
 
-    pipe = Pipeline.load(source, backend=backend, device=device, precision=precision, cuda_graph=cuda_graph)
-    result = timed_generation(pipe, frames, steps, sampler, guidance, warmup, repeats)
+    opened: list[Pipeline] = []
+    load = lambda: opened.append(Pipeline.load(source, backend=backend, device=device, precision=precision,  # noqa: E731
+                                               cuda_graph=cuda_graph)) or opened[0]
+    result = timed_generation(load, device, frames, steps, sampler, guidance, warmup, repeats)
+    pipe = opened[0]
     captured = any(m.graphs_captured or m.backend.cuda_graph for m in pipe.models.values())  # what ran, not what may
     return {**result, "backend": pipe.backend_name + (" +cuda-graph" if captured else ""), "precision": pipe.precision}
 
 
-def timed_generation(pipe, frames: int, steps: int, sampler: str, guidance: float, warmup: int, repeats: int) -> dict:
-    """Sampling and decoding of one video timed apart (wall clock after a device sync each): `times` are their
-    sums (CUDA events on GPU), `sample_times` / `decode_times` the parts; memory as in `measured`."""
+def timed_generation(open_pipe: Callable[[], Any], device: str, frames: int, steps: int, sampler: str, guidance: float,
+                     warmup: int, repeats: int) -> dict:
+    """Sampling and decoding of one video by the Pipeline `open_pipe` gives, timed apart (wall clock after a device
+    sync each): `times` are their sums (CUDA events on GPU), `sample_times` / `decode_times` the parts; memory as in
+    `measured`, from before `open_pipe`."""
     parts: dict[str, list[float]] = {"sample_times": [], "decode_times": []}
 
-    def run():
-        t0 = time.perf_counter()
-        tokens = pipe.sample_tokens(steps=steps, sampler=sampler, guidance=guidance, seed=0)
-        pipe.synchronize()
-        t1 = time.perf_counter()
-        pipe.decode(tokens, frames)
-        pipe.synchronize()
-        parts["sample_times"].append(t1 - t0)
-        parts["decode_times"].append(time.perf_counter() - t1)
+    def make() -> Callable[[], None]:
+        pipe = open_pipe()
 
-    result = measured(run, pipe.device, warmup, repeats)
+        def run() -> None:
+            t0 = time.perf_counter()
+            tokens = pipe.sample_tokens(steps=steps, sampler=sampler, guidance=guidance, seed=0)
+            pipe.synchronize()
+            t1 = time.perf_counter()
+            pipe.decode(tokens, frames)
+            pipe.synchronize()
+            parts["sample_times"].append(t1 - t0)
+            parts["decode_times"].append(time.perf_counter() - t1)
+        return run
+
+    result = measured(make, device, warmup, repeats)
     return {**result, **{k: v[-repeats:] for k, v in parts.items()}}  # the timed calls: not the warm-up / memory ones

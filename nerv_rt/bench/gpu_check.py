@@ -211,7 +211,7 @@ def _per_step_ms(pipe, steps: int, sampler: str, cfg: CheckConfig, full_s: float
 
 def _generation(pipe, frames: int, steps: int, sampler: str, cfg: CheckConfig) -> dict[str, Any]:
     """Sampling and decoding of one video timed apart (`cases.timed_generation`) and one sampler step (`_per_step_ms`)."""
-    r = cases.timed_generation(pipe, frames, steps, sampler, 2.0, cfg.warmup, cfg.repeats)
+    r = cases.timed_generation(cases.already_made(pipe), cfg.device, frames, steps, sampler, 2.0, cfg.warmup, cfg.repeats)
     sample, decode = r.pop("sample_times"), r.pop("decode_times")
     return {"latency_s": summarize(r.pop("times")), "sample_s": summarize(sample), "decode_s": summarize(decode),
             "per_step_ms": _per_step_ms(pipe, steps, sampler, cfg, float(np.median(sample))), "memory_mb": r}
@@ -252,7 +252,8 @@ def step_graph(cfg: CheckConfig) -> dict[str, Any]:
 
 def _render(pipe, frames: int, out: str, cfg: CheckConfig) -> dict[str, Any]:
     tokens = pipe.sample_tokens(steps=2, seed=0)
-    return cases.measured(lambda: pipe.render(tokens, out, frames=frames, chunk=16), cfg.device, 0, 1)
+    return cases.measured(cases.already_made(functools.partial(pipe.render, tokens, out, frames=frames, chunk=16)),
+                          cfg.device, 0, 1)
 
 
 def step_memory(cfg: CheckConfig) -> dict[str, Any]:
@@ -311,8 +312,8 @@ def step_aoti(cfg: CheckConfig) -> dict[str, Any]:
             row: dict[str, Any] = {"per_step_ms": _per_step_ms(pipe, steps, sampler, cfg), "graphs_captured": pipe.model().graphs_captured}
             if "decoder" in cfg.aoti_graphs:
                 tokens = pipe.sample_tokens(steps=1)
-                decode = cases.measured(functools.partial(pipe.decode, tokens, cfg.frames), cfg.device, cfg.warmup,
-                                        cfg.repeats)
+                decode = cases.measured(cases.already_made(functools.partial(pipe.decode, tokens, cfg.frames)), cfg.device,
+                                        cfg.warmup, cfg.repeats)
                 row["decoder_s"] = summarize(decode.pop("times"))
             rows[backend] = row
     return {"preset": preset_name, "res": res, "export_and_compile_s": compile_s, "rows": rows}
@@ -398,10 +399,11 @@ def measured_figures(doc: dict[str, Any]) -> dict[str, float]:
                 nerv, sd = best[(True, res)], best[(False, res)]
                 figures[f"decoder latency NeRV-L / SD-VAE at {res}^2"] = nerv["latency_s"]["median"] / sd["latency_s"]["median"]
         if (True, 256) in eager and (False, 256) in eager:
-            mem = lambda r: r["memory_mb"].get("nvml_process_delta_peak_mb", r["memory_mb"].get("allocator_peak_mb"))  # noqa: E731
-            nerv, sd = eager[(True, 256)], eager[(False, 256)]
-            if mem(nerv) and mem(sd):
-                figures["decoder memory NeRV-L / SD-VAE at 256^2"] = mem(nerv) / mem(sd)
+            # the allocator's peak (weights and activations; both decoders run in torch): one definition on every
+            # machine, where NVML's per-process figures exist only where NVML sees the process, and charge the first
+            # row run the libraries' one-time set-up
+            nerv, sd = (eager[(k, 256)]["memory_mb"]["allocator_peak_mb"] for k in (True, False))
+            figures["decoder memory NeRV-L / SD-VAE at 256^2"] = nerv / sd
     gen = _ok(doc, "generator")
     if gen:
         paper = [r for r in gen["rows"] if r["res"] == 128 and r["protocol"] == "paper"]
@@ -450,6 +452,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     c, env = doc["config"], _ok(doc, "env") or {}
     where = env.get("gpu") or env.get("cpu", "unknown machine")
     lines = [f"# nerv-rt GPU check: {where}" + (" (DRY RUN on CPU, tiny models)" if c["dry_run"] else ""), "",
+             *([f"**error: {doc['error']}** (only the environment was recorded)", ""] if doc.get("error") else []),
              f"{doc['created']} | {c['device']} | {c['precision']} | torch {env.get('torch', '?')} | CUDA {env.get('cuda', '-')} | "
              f"driver {env.get('driver', '-')} | TensorRT {env.get('tensorrt', 'not installed')} | {c['repeats']} timed runs "
              f"after {c['warmup']} warm-up (median) | total {doc.get('total_seconds', 0):.0f} s", "",
@@ -465,7 +468,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if decoder:
         lines += ["", f"## Decoder: one {c['frames']}-frame video", "",
                   "| model | res | backend | GMACs | latency median (s) | allocator peak (GB) | NVML process peak above "
-                  "start (GB) | paper A6000 latency (s) | paper VRAM (GB) |", "|---|---|---|---|---|---|---|---|---|"]
+                  "its level before the model (GB) | paper A6000 latency (s) | paper VRAM (GB) |", "|---|---|---|---|---|---|---|---|---|"]
         for r in decoder["rows"]:
             latency, vram = paper_decoder(r["model"])
             p_lat, p_mem = latency.get(r["res"], ""), vram if r["res"] == 256 else ""
@@ -528,6 +531,17 @@ def render_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _no_gpu() -> str | None:
+    """Why no GPU step can run here, or None."""
+    try:
+        import torch
+    except Exception as e:  # a broken image: say so in the results, which are all a device window gives back
+        return f"torch cannot be imported ({type(e).__name__}: {e})"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible to torch; use --dry-run on a CPU machine"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/gpu_check.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -551,12 +565,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         skip = tuple(k for k in STEPS if k not in args.rerun)
-    if not args.dry_run:
-        import torch
-
-        if not torch.cuda.is_available():
-            print("error: no CUDA GPU visible to torch; use --dry-run on a CPU machine", file=sys.stderr)
-            return 2
+    no_gpu = None if args.dry_run else _no_gpu()
+    if no_gpu:  # the environment is still recorded: from a device window, results.json is all that comes back
+        skip = tuple(k for k in STEPS if k != "env")
     if args.out is not None:
         out = args.out
     elif args.dry_run:  # not into the source tree: a dry run's figures are no results
@@ -566,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = ROOT / "bench" / "results" / "gpu-check-pending"
     doc = run_check(cfg, out, skip, say=lambda s: print(s, flush=True), earlier=earlier_doc)
+    if no_gpu:
+        doc["error"] = no_gpu
+        write(doc, out)
     if args.out is None and not args.dry_run:  # name the folder after the GPU it ran on
         final = ROOT / "bench" / "results" / gpu_slug(doc)
         if final.exists():
@@ -576,6 +590,9 @@ def main(argv: list[str] | None = None) -> int:
         out = final
     print((out / "results.md").read_text())
     print(f"results: {out}")
+    if no_gpu:
+        print(f"error: {no_gpu}", file=sys.stderr)
+        return 2
     failed = [k for k, v in doc["steps"].items() if v["status"] in ("error", "timeout", "failed")]
     return 1 if failed else 0
 

@@ -130,7 +130,8 @@ class NvmlPeak:
 
         def sample() -> None:
             try:
-                while not self._stop.is_set():
+                while True:
+                    last = self._stop.is_set()  # a last sample after the block: what it holds at its end counts
                     used = {"device": pynvml.nvmlDeviceGetMemoryInfo(handle).used - base_device}
                     process = mine()
                     if process is not None:
@@ -139,6 +140,8 @@ class NvmlPeak:
                             used["process_delta"] = process - base_process
                     for k, v in used.items():
                         self.peaks[k] = max(self.peaks.get(k, 0), v)
+                    if last:
+                        return
                     self._stop.wait(self.period_s)
             except Exception:  # NVML failed mid-way: what it gave so far is not a peak
                 self.peaks.clear()

@@ -107,12 +107,14 @@ def summarize(times: list[float]) -> dict:
 
 
 def _memory(result: dict, rss_bytes: int, device: str) -> dict:
-    """peak_mb: on CUDA the NVML per-process peak above the process's level at the start where NVML sees the
-    process (else the allocator's peak), beside the other figures; on CPU the child's peak RSS above its imports."""
+    """peak_mb: on CUDA the NVML per-process peak above the process's level before the model was made, where NVML
+    sees the process (it sees TensorRT's and ONNX Runtime's memory too), else the allocator's peak (torch's memory
+    only); `peak_of` says which. On CPU the child's peak RSS above its imports."""
     if device == "cuda":
         mem = {k: v for k, v in result.items() if k.endswith("_mb")}
-        return {"peak_mb": mem.get("nvml_process_delta_peak_mb", mem["allocator_peak_mb"]), **mem}
-    return {"peak_mb": rss_bytes / 2**20, "peak_rss_mb": rss_bytes / 2**20}
+        of = "nvml_process_delta_peak_mb" if "nvml_process_delta_peak_mb" in mem else "allocator_peak_mb"
+        return {"peak_mb": mem[of], "peak_of": of.removesuffix("_mb"), **mem}
+    return {"peak_mb": rss_bytes / 2**20, "peak_of": "peak_rss", "peak_rss_mb": rss_bytes / 2**20}
 
 
 def sd_vae_gmacs(res: int, frames: int, quick: bool) -> float:

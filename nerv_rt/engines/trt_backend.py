@@ -32,6 +32,7 @@ from ..export.trt_build import (
     import_tensorrt,
     runtime_mismatch,
     tensorrt_available,
+    trt_logger,
 )
 from ..formats import sha256_file
 from ..machine import gpu_identity
@@ -71,6 +72,9 @@ class TrtEngine:
         import torch
 
         self.spec, self.torch, self.stream = spec, torch, backend.stream
+        # The context holds raw addresses of these: they must live as long as it (an engine may outlive its
+        # backend in a caller's hands).
+        self._backend, self._scratch = backend, scratch
         context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
         if context is None:
             raise NervError(f"{spec.name} engine: TensorRT could not create an execution context")
@@ -80,12 +84,20 @@ class TrtEngine:
                   trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.dtypes = {n: dtypes[engine.get_tensor_dtype(n)] for n in names}
-        self.profile = {n: engine.get_tensor_profile_shape(n, 0) for n in spec.input_names}  # [min, opt, max]
+        # [min, opt, max] of the dynamic inputs (profile 0, the only one); a static input's shape is the engine's
+        self.profile = {n: [_shape(d) for d in engine.get_tensor_profile_shape(n, 0)] for n in spec.input_names
+                        if -1 in _shape(engine.get_tensor_shape(n))}
+        self.static = {n: _shape(engine.get_tensor_shape(n)) for n in spec.input_names if n not in self.profile}
         self._buffers: OrderedDict[tuple, dict[str, Any]] = OrderedDict()  # a few shapes: DiT batches, frame chunks
         self._bound: tuple | None = None
 
     def _check_profile(self, name: str, shape: tuple[int, ...]) -> None:
-        lo, _, hi = (_shape(d) for d in self.profile[name])
+        if name in self.static:
+            if shape != self.static[name]:
+                raise NervError(f"{self.spec.name} engine: input {name} of shape {shape}; it was built for "
+                                f"{self.static[name]}")
+            return
+        lo, _, hi = self.profile[name]
         if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
             raise NervError(f"{self.spec.name} engine: input {name} of shape {shape} is outside its profile {lo}..{hi}; "
                             f"rebuild with a larger --max-batch / --max-frames (`nerv-rt build`)")
@@ -148,7 +160,7 @@ class TrtBackend(Backend):
         self.source, self.folder, self.manifest = source, source.path, source.manifest or {}
         self.specs = graph_specs(source.config)
         self.gpu = gpu_identity()
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.runtime = trt.Runtime(trt_logger())
         self.stream = torch.cuda.Stream()
         if not all(engine_entry(self.manifest, g, precision) for g in ("dit", "decoder")):
             raise NervError(f"{self.folder}: no {precision} TensorRT engines for the DiT and the decoder; run "

@@ -108,7 +108,10 @@ def dim_ranges(graph: str, max_batch: int, max_frames: int, opt_frames: int = 16
 
 
 def profile_shapes(spec: GraphSpec, max_batch: int, max_frames: int) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """Per input: (min shape, opt shape, max shape)."""
+    """Per input with a symbolic dim: (min shape, opt shape, max shape). Static inputs (the decoder's tokens, all of
+    the encoder's) get none: TensorRT takes their shapes from the graph, and a graph without dynamic inputs needs
+    no optimization profile."""
     ranges = dim_ranges(spec.name, max_batch, max_frames)
     pick = lambda k: {s: r[k] for s, r in ranges.items()}  # noqa: E731
-    return {t.name: tuple(t.concrete(pick(k)) for k in range(3)) for t in spec.inputs}
+    return {t.name: tuple(t.concrete(pick(k)) for k in range(3)) for t in spec.inputs
+            if any(isinstance(d, str) for d in t.shape)}

@@ -14,6 +14,7 @@ stubs (tests/test_tensorrt.py).
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,14 @@ def import_tensorrt(otherwise: str = ""):
         raise NervError(f"TensorRT {trt.__version__} found; nerv-rt needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer: "
                         f"{fix}")
     return trt
+
+
+@functools.cache
+def trt_logger() -> trt.ILogger:
+    """The process's one TensorRT logger, for every builder, parser and runtime: TensorRT keeps a single global
+    logger pointer, and a Python Runtime keeps only its own logger alive, so a per-object logger freed with its
+    builder or backend would leave another live runtime calling into freed memory."""
+    return trt.Logger(trt.Logger.WARNING)
 
 
 def tensorrt_available() -> bool:
@@ -146,7 +155,7 @@ def build_engines(folder: Path, manifest: dict[str, Any], precision: str = "auto
 
 def _build_one(onnx_path: Path, plan: Path, profiles: dict[str, tuple[tuple[int, ...], ...]], workspace_gb: float,
                cache_path: Path) -> None:
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger()
     builder = trt.Builder(logger)
     # Types come from the graph; the flag is the opt-in on 10.x and accepted (the only mode) on 11.x.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -157,11 +166,12 @@ def _build_one(onnx_path: Path, plan: Path, profiles: dict[str, tuple[tuple[int,
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     config.clear_flag(trt.BuilderFlag.TF32)  # on by default: fp32 tensors would compute with 10-bit mantissas
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profiles.items():
-        profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
-    if config.add_optimization_profile(profile) < 0:
-        raise NervError(f"{onnx_path}: TensorRT refused the optimization profile {profiles}")
+    if profiles:  # the dynamic inputs' ranges; a static graph (the encoder) has none
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profiles.items():
+            profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
+        if config.add_optimization_profile(profile) < 0:
+            raise NervError(f"{onnx_path}: TensorRT refused the optimization profile {profiles}")
     timing = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     if not config.set_timing_cache(timing, False):  # ignore_mismatch=False: a foreign cache is an error
         raise NervError(f"{cache_path}: timing cache made with another GPU or TensorRT; delete it and build again")

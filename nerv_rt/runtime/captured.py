@@ -69,7 +69,10 @@ class CapturedSampler:
         with torch.cuda.stream(side):  # warm-up outside the graph: lazy init, workspaces, TRT's first enqueue
             denoise(engine, inputs, host.guidance)
         torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads' CUDA calls stay legal
-            output = denoise(engine, inputs, host.guidance)
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads' CUDA calls stay legal
+                output = denoise(engine, inputs, host.guidance)
+        finally:  # where capture_end raises, torch's context leaves its capture stream current: the fallback's too
+            torch.cuda.set_stream(stream)
         return _Captured(graph, engine, inputs, output)
