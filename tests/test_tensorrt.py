@@ -131,6 +131,20 @@ def test_missing_tensorrt_is_a_clear_error(tiny_export):
     assert Pipeline.load(tiny_export).backend_name == "onnxruntime"  # auto falls back
 
 
+def test_auto_names_engines_built_at_another_precision(tiny_export, monkeypatch):
+    """`build` picks fp16 where the export has fp16 graphs, and generation runs fp32 unless told: auto on a GPU
+    then runs ONNX Runtime, and says which --precision would run the engines."""
+    from nerv_rt.engines import select, trt_backend
+    from nerv_rt.runtime.sources import resolve
+
+    monkeypatch.setattr(select, "torch_cuda", lambda: True)
+    monkeypatch.setattr(trt_backend, "engines_ready", lambda source, precision: precision == "fp16")
+    source = resolve(tiny_export)[0]
+    with pytest.warns(UserWarning, match="has TensorRT engines at fp16, not fp32: pass precision='fp16' to run them"):
+        assert select.resolve_backend("auto", source) == "onnxruntime"
+    assert select.resolve_backend("auto", source, precision="fp16") == "tensorrt"
+
+
 def test_timing_cache_is_named_per_gpu_and_tensorrt():
     a = timing_cache_name("NVIDIA H100 80GB HBM3", "9.0", "10.13.0")
     assert a == "timing-nvidia-h100-80gb-hbm3-sm90-trt10.13.0.cache"

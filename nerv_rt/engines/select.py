@@ -9,7 +9,7 @@ import importlib.util
 import os
 import sys
 
-from ..errors import NervError, missing_extra, setting
+from ..errors import NervError, missing_extra, setting, warn
 from ..runtime.sources import ModelSource
 from .base import Backend
 
@@ -61,6 +61,10 @@ def resolve_backend(name: str, source: ModelSource, device: str = "auto", precis
 
         if engines_ready(source, precision):
             return "tensorrt"
+        built = [p for p in ("fp16", "bf16", "fp32") if p != precision and engines_ready(source, p)]
+        if built:  # `build` picks fp16 where the export has it; generation runs fp32 unless told
+            warn(f"{source.path} has TensorRT engines at {' and '.join(built)}, not {precision}: pass "
+                 f"{setting('precision', built[0])} to run them")
     if source.has_graphs and source.manifest.get("aoti") and installed("torch"):
         from .aoti_backend import packages_ready
 
