@@ -377,7 +377,7 @@ app.add_typer(train_app, name="train")
 def data_synth(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write <motion>/<index>.mp4 into."),
     n: int = typer.Option(512, "--n", help="Number of clips (balanced over the motion kinds)."),
-    seed: int = typer.Option(0, help="Seed; clip i depends only on (seed, i)."),
+    seed: int = typer.Option(0, min=0, help="Seed; clip i depends only on (seed, i)."),
     res: int = typer.Option(128, "--res", "-r", help="Frame size."),
     frames: int = typer.Option(16, "--frames", "-f", help="Frames per clip."),
     workers: int = typer.Option(0, "--workers", "-j", help="Processes making clips (0: one per CPU)."),
@@ -433,17 +433,19 @@ def train_vae_cmd(
     frames_per_step: int = typer.Option(4, min=2, help="Frames of each clip the decoder is supervised on per step (2 or "
                                         "more: the temporal term compares consecutive ones)."),
     lr: float = typer.Option(3e-4, callback=_number(0), help="Peak learning rate (warm-up, then cosine to 10%)."),
-    gan_start: float = typer.Option(0.6, help="Fraction of steps before the GAN loss starts."),
-    gan_weight: float = typer.Option(0.05, help="Weight of the hinge GAN loss (0 disables the discriminator)."),
+    gan_start: float = typer.Option(0.6, callback=_number(0, 1), help="Fraction of steps before the GAN loss starts."),
+    gan_weight: float = typer.Option(0.05, callback=_number(0), help="Weight of the hinge GAN loss (0 disables the "
+                                     "discriminator)."),
     temporal_weight: float = typer.Option(1.0, callback=_number(0), help="Weight of the L2 on frame-to-frame changes (motion)."),
-    kl_weight: float = typer.Option(1e-6, help="Weight of the KL term (summed over tokens)."),
-    perceptual_weight: float = typer.Option(0.1, help="Weight of the perceptual term (LPIPS or its substitute)."),
+    kl_weight: float = typer.Option(1e-6, callback=_number(0), help="Weight of the KL term (summed over tokens)."),
+    perceptual_weight: float = typer.Option(0.1, callback=_number(0), help="Weight of the perceptual term (LPIPS or its "
+                                            "substitute)."),
     lpips: Path | None = typer.Option(None, help="Local TorchScript LPIPS file; default: the weight-free substitute."),
     init: Path | None = typer.Option(None, help="Start from a VAE checkpoint of the same preset (e.g. its 128 model "
                                      "at 256): each tensor's overlapping block."),
     ckpt_every: int = typer.Option(250, min=1, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
-    seed: int = typer.Option(0, help="Seed of weights and data order."),
+    seed: int = typer.Option(0, min=0, help="Seed of weights and data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = TRAIN_PRECISION,
 ) -> None:
@@ -484,7 +486,7 @@ def train_dit_cmd(
                                              "one forward less).", callback=_number(0, 1)),
     ckpt_every: int = typer.Option(500, min=1, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = TRAIN_PRECISION,
 ) -> None:
@@ -523,7 +525,7 @@ def train_autodecode_cmd(
     refine_steps: int = typer.Option(80, min=0, help="Token refinement steps stored as the output's default encoding."),
     ckpt_every: int = typer.Option(250, min=1, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
-    seed: int = typer.Option(0, help="Seed of the data order."),
+    seed: int = typer.Option(0, min=0, help="Seed of the data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = TRAIN_PRECISION,
 ) -> None:
@@ -558,7 +560,7 @@ def train_encoder_cmd(
                                      "(default: the checkpoint's)."),
     ckpt_every: int = typer.Option(250, min=1, help="Write the checkpoint every this many steps."),
     resume: bool = typer.Option(False, help="Continue the run saved at --out."),
-    seed: int = typer.Option(0, help="Seed of the data order."),
+    seed: int = typer.Option(0, min=0, help="Seed of the data order."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = TRAIN_PRECISION,
 ) -> None:
@@ -576,20 +578,19 @@ def train_encoder_cmd(
 
 @train_app.command("classifier")
 def train_classifier_cmd(
-    out: Path = typer.Option(None, "--out", "-o", help="Folder to write classifier.onnx + classifier.json into "
-                             "(default: the shipped asset, nerv_rt/assets/classifier)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write classifier.onnx + classifier.json into; "
+                             "`eval gen --classifier DIR` judges with it. `--out nerv_rt/assets/classifier` in a "
+                             "checkout replaces the shipped one."),
     clips: int = typer.Option(2048, min=16, help="Training clips of the synthetic set's seed 0."),
     steps: int = typer.Option(6000, min=1, help="Optimizer steps."),
-    seed: int = typer.Option(0, help="Seed of weights and batches."),
+    seed: int = typer.Option(0, min=0, help="Seed of weights and batches."),
 ) -> None:
     """Train the synthetic-domain video classifier that `eval gen` judges generated clips with (motion kind);
     reports its accuracy on held-out clips (seed 1)."""
     require("torch", "scipy", "skimage", "onnx", "onnxscript", extra="train")
-    from .evaluate.classifier import CLASSIFIER_DIR
     from .train.classifier import ClassifierTrainConfig, train_classifier
     from .train.common import progress_bar
 
-    out = out or CLASSIFIER_DIR
     cfg = ClassifierTrainConfig(clips=clips, steps=steps, seed=seed)
     command = f"nerv-rt train classifier --clips {clips} --steps {steps} --seed {seed}"
     with progress_bar(True) as bar:
@@ -691,7 +692,7 @@ def eval_gen(
     steps: int = typer.Option(50, help="Sampler steps."),
     sampler: str = typer.Option("ddim", help="ddim or ddpm."),
     guidance: float = typer.Option(2.0, callback=_number(0, 50), help="Classifier-free guidance scale."),
-    seed: int = typer.Option(0, help="Seed of the generated clips."),
+    seed: int = typer.Option(0, min=0, help="Seed of the generated clips."),
     real: Path | None = typer.Option(None, help="Folder of real clips, one sub-folder per class name (default: the "
                                      "synthetic set's held-out seed, made in memory)."),
     classifier: Path | None = typer.Option(None, help="Classifier folder (classifier.onnx + classifier.json; default: "
@@ -824,14 +825,14 @@ def bench(
     check_config(cfg)
     if out is not None and out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; bench writes a folder (results.json, results.md, scaling.png)")
-    if out is None:
-        out = Path(tempfile.mkdtemp(prefix="nerv-rt-bench-quick-")) if quick else Path("bench/results/latest")
     results: dict = {}
     suites = {"decoder": decoder_suite, "generator": generator_suite, "scaling": scaling_suite}
     with console.status("bench") as status:
         for name, fn in suites.items():
             if suite in (name, "all"):
                 results[name] = fn(cfg, lambda s: status.update(f"bench: {s}"))
+    if out is None:  # made now: a run that fails leaves no empty folder behind
+        out = Path(tempfile.mkdtemp(prefix="nerv-rt-bench-quick-")) if quick else Path("bench/results/latest")
     doc = write_results(out, cfg, machine_info(cfg), results)
     typer.echo((out / "results.md").read_text())
     console.print(f"results: {out}")

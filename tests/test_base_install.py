@@ -95,7 +95,7 @@ def test_auto_backend_leaves_torch_unimported_without_an_nvidia_driver():
 
 @pytest.mark.parametrize("args,extra", [(["export", "default"], "export"), (["info", "--preset", "L"], "torch"),
                                         (["generate", "--backend", "torch"], "torch"), (["eval", "gen"], "train"),
-                                        (["train", "classifier"], "train"),
+                                        (["train", "classifier", "--out", "c"], "train"),
                                         (["train", "vae", "x", "--out", "x.pt", "--precision", "bf16"], "train"),
                                         (["train", "dit", "x", "--vae", "v.pt", "--out", "x.pt"], "train"), (["data", "synth", "--out", "x"], "train"),
                                         (["bench", "--quick"], "bench")])

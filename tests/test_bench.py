@@ -125,6 +125,32 @@ def test_bench_bad_arguments(tmp_path, args, pattern):
     assert not (tmp_path / "o").exists()
 
 
+def test_bench_model_is_checked_before_any_child(tmp_path, tiny_ckpt):
+    """A bad --model was a child process's traceback (exit 1), after an empty results folder was made."""
+    from nerv_rt import checkpoint
+
+    vae_only = tmp_path / "vae.pt"
+    ckpt = checkpoint.load(tiny_ckpt)
+    checkpoint.save(checkpoint.Checkpoint(ckpt.config, ckpt.vae, None, None, ckpt.token_std), vae_only)
+    for model, pattern in ((tmp_path / "nofile.pt", "nofile.pt: no such file or folder"),
+                           (vae_only, "no DiT in this checkpoint; the generator suite samples with one")):
+        assert_clean_error(run("bench", "--quick", "--suite", "generator", "--model", model, "--out", tmp_path / "o"), pattern)
+    assert not (tmp_path / "o").exists()
+
+
+def raise_nerv_error() -> None:
+    from nerv_rt.errors import CheckpointError
+
+    raise CheckpointError("m.pt: truncated")
+
+
+def test_a_child_s_nerv_error_is_the_parent_s():
+    from nerv_rt.errors import NervError
+
+    with pytest.raises(NervError, match=r"^m.pt: truncated$"):
+        run_in_child(raise_nerv_error)
+
+
 def test_bench_out_must_be_a_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("keep")
     assert_clean_error(run("bench", "--quick", "--out", tmp_path / "notes.txt"), "is a file; bench writes a folder")

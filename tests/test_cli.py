@@ -238,6 +238,33 @@ def test_train_refuses_values_no_run_can_use(tmp_path, stage, flag, value):
     assert list(tmp_path.iterdir()) == []  # no log, no checkpoint
 
 
+@pytest.mark.parametrize("flag,value", [("--kl-weight", "nan"), ("--gan-weight", "-1"), ("--perceptual-weight", "inf"),
+                                        ("--gan-start", "2")])
+def test_train_vae_refuses_loss_weights_no_run_can_use(tmp_path, flag, value):
+    """These trained to a NaN loss and wrote its checkpoint, exit 0."""
+    assert_clean_error(run("train", "vae", tmp_path, "--out", tmp_path / "x.pt", flag, value), f"Invalid value for '{flag}'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stage_configs_refuse_loss_weights_no_run_can_use():
+    from nerv_rt.errors import ConfigError
+    from nerv_rt.train.autodecode import AutodecodeConfig
+    from nerv_rt.train.vae import VAETrainConfig
+
+    for bad in (dict(kl_weight=float("nan")), dict(gan_weight=-1.0), dict(gan_start=1.5)):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            VAETrainConfig(**bad)
+    with pytest.raises(ConfigError, match="token_noise must be a finite number >= 0, got -0.1"):
+        AutodecodeConfig(token_noise=-0.1)
+
+
+def test_negative_seeds_are_one_line(tmp_path):
+    """`data synth --seed -1` ended in two tracebacks from its worker processes (numpy refuses negative seeds)."""
+    assert_clean_error(run("data", "synth", "--out", tmp_path / "s", "--n", "4", "--seed", "-1"), "Invalid value for '--seed'")
+    assert_clean_error(run("train", "vae", tmp_path, "--out", tmp_path / "x.pt", "--seed", "-1"), "Invalid value for '--seed'")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_dit_refuses_an_ema_that_never_moves(tmp_path):
     for value in ("1", "1.5", "-0.1"):
         assert_clean_error(run("train", "dit", tmp_path, "--vae", "v.pt", "--out", tmp_path / "x.pt", "--ema", value),
@@ -295,6 +322,11 @@ def test_help_on_every_command():
         res = run(*cmd, "--help")
         assert res.returncode == 0 and "Usage" in res.stdout, (cmd, res.stderr)
         assert "<bool>" not in res.stdout, cmd  # flags take no value
+
+
+def test_train_classifier_asks_where_to_write():
+    """Without --out it wrote over the shipped judge inside the installed package, and `eval gen` read the new one."""
+    assert_clean_error(run("train", "classifier", "--steps", "1"), "Missing option '--out'")
 
 
 def test_generate_keeps_the_clip_duration(tmp_path, tiny_ckpt):

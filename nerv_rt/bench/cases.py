@@ -200,8 +200,11 @@ def generation(source: str, backend: str, device: str, precision: str, frames: i
     from ..runtime.pipeline import Pipeline
 
     opened: list[Pipeline] = []
-    load = lambda: opened.append(Pipeline.load(source, backend=backend, device=device, precision=precision,  # noqa: E731
-                                               cuda_graph=cuda_graph)) or opened[0]
+
+    def load() -> Pipeline:
+        opened.append(Pipeline.load(source, backend=backend, device=device, precision=precision, cuda_graph=cuda_graph))
+        return opened[0]
+
     result = timed_generation(load, device, frames, steps, sampler, guidance, warmup, repeats)
     pipe = opened[0]
     captured = any(m.graphs_captured or m.backend.cuda_graph for m in pipe.models.values())  # what ran, not what may

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import NervError
 from ..formats import atomic_write_text
 from . import cases
 from .memory import OWN_SESSIONS, run_in_child
@@ -357,7 +358,7 @@ def run_check(cfg: CheckConfig, out: Path, skip: tuple[str, ...] = (), say=print
             entry = {"status": step_status(result), "result": result, "ran": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         except TimeoutError as e:
             entry = {"status": "timeout", "error": str(e)}
-        except RuntimeError as e:
+        except (RuntimeError, NervError) as e:
             entry = {"status": "error", "error": str(e)[-2000:]}
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         doc["steps"][name] = entry

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
+from ..errors import NervError
+
 
 def _rss_kb(field: str) -> int:
     """A field of /proc/self/status in kB (VmRSS: now, VmHWM: the peak so far)."""
@@ -52,7 +54,9 @@ def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue
         base = _rss_kb("VmRSS")
         result = fn(**kwargs)
         queue.put(("ok", result, (_rss_kb("VmHWM") - base) * 1024))
-    except BaseException:  # report any failure to the parent
+    except NervError as e:  # a problem the user can fix: its one line, raised again in the parent
+        queue.put(("nerv_error", str(e), 0))
+    except BaseException:  # report any other failure to the parent
         queue.put(("error", traceback.format_exc(), 0))
 
 
@@ -62,7 +66,8 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
 
     Returns (fn's result, peak RSS bytes above the RSS after the imports): the memory of what fn
     built and ran (weights, inputs, activations), without the interpreter and libraries.
-    `fn` must be a module-level function (it is pickled by reference). A child that dies (a crash in native
+    `fn` must be a module-level function (it is pickled by reference). A NervError in the child is raised again
+    as one (its message); another exception is a RuntimeError with the child's traceback. A child that dies (a crash in native
     code) is a RuntimeError, one still running after `timeout` seconds is stopped (SIGTERM to its process group and
     OWN_SESSIONS, then after TERMINATE_GRACE_S SIGKILL to the group): TimeoutError.
     """
@@ -82,6 +87,8 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
                 _stop_group(proc)
                 raise TimeoutError(f"{fn.__name__} did not finish within {timeout:g} s") from None
     proc.join()
+    if status == "nerv_error":
+        raise NervError(result)
     if status != "ok":
         raise RuntimeError(f"benchmark child process failed:\n{result}")
     return result, peak

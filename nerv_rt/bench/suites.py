@@ -94,6 +94,11 @@ def check_config(cfg: BenchConfig) -> None:
             raise NervError(f"unknown backend {b!r}; choose from {', '.join(x for x in BACKENDS if x != 'auto')}")
         if b in ("torch-cudagraph", "tensorrt") and cfg.device != "cuda":
             raise NervError(f"--backend {b} needs --device cuda")
+    if cfg.generator_source and cfg.suite in ("generator", "all"):  # here, not as a child's traceback
+        from ..checkpoint import has_dit
+
+        if not has_dit(cfg.generator_source):
+            raise NervError(f"{cfg.generator_source}: no DiT in this checkpoint; the generator suite samples with one")
     if cfg.suite in ("decoder", "scaling", "all"):
         require("diffusers")  # the SD-VAE baseline
     if cfg.suite in ("scaling", "all"):

@@ -16,14 +16,19 @@ def check_precision(precision: str) -> None:
 
 def check_run_config(cfg: object) -> None:
     """ConfigError (a NervError and a ValueError) on a stage config's shared fields that no run can use (the CLI
-    refuses them as options first): counts below 1, negative learning rates, an EMA decay outside [0, 1)."""
+    refuses them as options first): counts below 1, negative or non-finite learning rates and loss weights, fractions
+    outside [0, 1], an EMA decay outside [0, 1)."""
     for name in ("steps", "batch", "ckpt_every", "clips_per_video"):
         v = getattr(cfg, name, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
-    for name in ("lr", "token_lr", "encoder_lr"):
+    for name in ("lr", "token_lr", "encoder_lr", "kl_weight", "perceptual_weight", "gan_weight", "temporal_weight",
+                 "encoder_weight", "token_noise"):
         v = getattr(cfg, name, 0.0)
         if not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+    for name in ("gan_start", "scheduled_sampling"):  # fractions
+        if not 0 <= getattr(cfg, name, 0.0) <= 1:  # NaN fails too
+            raise ConfigError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if not 0 <= getattr(cfg, "ema", 0.0) < 1:  # NaN fails too
         raise ConfigError(f"ema must be in [0, 1), got {cfg.ema}")
