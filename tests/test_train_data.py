@@ -561,3 +561,18 @@ def test_csv_log_starts_with_its_first_row(tmp_path):
     assert _csv_column(path, "step").tolist() == [1, 2, 3, 4] and _csv_column(path, "loss")[-1] == 0.2
     CsvLog(path, ["loss"]).write(1, {"loss": 1.0})  # a new run replaces the old log
     assert _csv_column(path, "loss").tolist() == [1.0]
+
+
+def test_resume_with_another_data_order_warns(tmp_path, clips):
+    """--resume keeps the data order only with the saved run's seed, batch and frames per step: other values say so."""
+    import warnings
+
+    train_vae(clips, tmp_path / "v.pt", preset("tiny", 128), VAETrainConfig(steps=2, **VAE_FAST), "cpu", show_progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same settings: no warning
+        train_vae(clips, tmp_path / "v.pt", preset("tiny", 128), VAETrainConfig(steps=3, **VAE_FAST), "cpu", resume=True,
+                  show_progress=False)
+    with pytest.warns(UserWarning, match=r"v.pt was trained with seed=0, batch=2; it goes on with seed=7, batch=1, so its "
+                                         r"draws from here are not the saved run's"):
+        train_vae(clips, tmp_path / "v.pt", preset("tiny", 128), VAETrainConfig(steps=4, **{**VAE_FAST, "seed": 7, "batch": 1}),
+                  "cpu", resume=True, show_progress=False)

@@ -160,7 +160,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
     with progress_bar(show_progress) as bar:
         if resume:
             ts = base.train_state
-            resume_state(ts, out, "autodecode", ("step", "bank", "optim", "encoder_optim", "bank_optim"), cfg.precision, cfg.steps)
+            resume_state(ts, out, "autodecode", ("step", "bank", "optim", "encoder_optim", "bank_optim"), cfg)
             if ts["bank"].shape[0] != len(data):
                 raise NervError(f"--resume: {out} holds tokens for {ts['bank'].shape[0]} videos, {data_dir} has {len(data)}")
             warn_if_freezing_changed(ts.get("train_config", {}), cfg)

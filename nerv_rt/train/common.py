@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -19,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..errors import NervError, warn
+from ..errors import NervError, setting, warn
 from ..formats import atomic_write_text
 
 
@@ -105,22 +106,32 @@ def check_run_kind(train_state: dict, path: Path, kind: str) -> None:
         raise NervError(f"--resume: {path} is not {RUNS[kind]}; give that run's checkpoint as --out")
 
 
-def resume_state(train_state: dict, path: Path, kind: str, keys: tuple[str, ...], precision: str, steps: int) -> dict:
+DATA_ORDER = ("seed", "batch", "frames_per_step", "clips_per_video")  # the config fields that fix a run's draws
+
+
+def resume_state(train_state: dict, path: Path, kind: str, keys: tuple[str, ...], cfg: Any) -> dict:
     """The train state `--resume` needs, refused in one line when the checkpoint is another stage's run (`kind`),
     or lacks it: slimmed checkpoints (scripts/gpu_train.sh's, packaged models) keep the weights but not the
-    optimizers; or when it is past `steps` (a finished run at `steps` returns at once). Warns when the saved run
-    trained at another `precision` than the resumed one will (runs from before the option: auto)."""
+    optimizers; or when it is past `cfg.steps` (a finished run at `steps` returns at once). Warns when the saved run
+    trained at another precision than the resumed one will (runs from before the option: auto), and when the
+    settings that fix the data order differ (the draws from here are then not the saved run's)."""
     check_run_kind(train_state, path, kind)
     missing = [k for k in keys if k not in train_state]
     if missing:
         raise NervError(f"--resume: {path} holds no {', '.join(missing)} (a slimmed checkpoint); "
                         "start a new run from its weights instead")
-    if int(train_state["step"]) > steps:
-        raise NervError(f"--resume: {path} holds step {train_state['step']}, past --steps {steps}; give --steps "
+    if int(train_state["step"]) > cfg.steps:
+        raise NervError(f"--resume: {path} holds step {train_state['step']}, past --steps {cfg.steps}; give --steps "
                         f"{train_state['step']} or more")
-    saved = train_state.get("train_config", {}).get("precision", "auto")
-    if saved != precision:
-        warn(f"--resume: {path} was trained with --precision {saved}; it goes on with {precision}")
+    saved_config = train_state.get("train_config", {})
+    saved = saved_config.get("precision", "auto")
+    if saved != cfg.precision:
+        warn(f"--resume: {path} was trained with --precision {saved}; it goes on with {cfg.precision}")
+    changed = [k for k in DATA_ORDER if k in saved_config and hasattr(cfg, k) and saved_config[k] != getattr(cfg, k)]
+    if changed:
+        was, now = (", ".join(setting(k, c[k]) for k in changed) for c in (saved_config, vars(cfg)))
+        warn(f"--resume: {path} was trained with {was}; it goes on with {now}, so its draws from here are not the "
+             "saved run's")
     return train_state
 
 

@@ -183,7 +183,7 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
                             f"resume it with --prediction {state.config.dit.prediction}")
         dit.load_state_dict(state.dit)
         ema.load_state_dict(state.ema)
-        ts = resume_state(state.train_state, out, "dit", ("step", "optim"), cfg.precision, cfg.steps)
+        ts = resume_state(state.train_state, out, "dit", ("step", "optim"), cfg)
         opt.load_state_dict(ts["optim"])
         start = int(ts["step"])
     abar_table = alphas_cumprod(linear_betas())

@@ -79,7 +79,7 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
     start = 0
     if resume:
         ts = base.train_state
-        resume_state(ts, out, "encoder", ("step", "optim"), cfg.precision, cfg.steps)
+        resume_state(ts, out, "encoder", ("step", "optim"), cfg)
         opt.load_state_dict(ts["optim"])
         start = int(ts["step"])
     csv_log = CsvLog(log, ["loss", "l2", "psnr", "lr"], start)

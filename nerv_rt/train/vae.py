@@ -120,8 +120,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
     start = 0
     if state is not None:
         vae.load_state_dict(state.vae)
-        ts = resume_state(state.train_state, out, "vae", ("step", "disc", "optim", "disc_optim"), cfg.precision,
-                          cfg.steps)
+        ts = resume_state(state.train_state, out, "vae", ("step", "disc", "optim", "disc_optim"), cfg)
         disc.load_state_dict(ts["disc"])
         opt.load_state_dict(ts["optim"])
         disc_opt.load_state_dict(ts["disc_optim"])
