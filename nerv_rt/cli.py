@@ -225,10 +225,14 @@ def export(
                              "and tensorrt)."),
     aoti: bool = typer.Option(False, "--aoti", help="Also compile AOTInductor packages (.pt2) of every graph and "
                               "precision for --device: the aoti backend, valid on this torch and this CPU / GPU."),
-    device: str = typer.Option("cpu", help="Device the --aoti packages are compiled for: cpu or cuda."),
+    device: str | None = typer.Option(None, help="Device the --aoti packages are compiled for: cpu (default) or "
+                                      "cuda. ONNX graphs are the same for every device."),
 ) -> None:
     """Export a checkpoint to ONNX (dit, decoder, encoder) with a manifest; every graph is validated
     against PyTorch on ONNX Runtime and checked against TensorRT's operator list."""
+    if device is not None and not aoti:  # it would be ignored: the graphs are device-free
+        _fail(f"--device {device} is for --aoti (the device its packages are compiled for); ONNX graphs are the same "
+              "for every device")
     require("torch", "safetensors", "onnx", "onnxscript", extra="export")
     from .export.onnx_export import export as run_export
 
@@ -237,7 +241,7 @@ def export(
 
         import_tensorrt()  # fail before exporting, not after
     with console.status("exporting") as status:
-        folder = run_export(ckpt, out, opset, max_frames, max_batch, ("fp32", *precision), device if aoti else None,
+        folder = run_export(ckpt, out, opset, max_frames, max_batch, ("fp32", *precision), (device or "cpu") if aoti else None,
                             step=lambda s: status.update(f"exporting {s}"))
     _print_export_summary(folder)
     if trt:

@@ -218,6 +218,8 @@ def test_export_errors(tmp_path, tiny_export, bad_sources):
     assert_clean_error(run("export", tiny_export, "--out", tmp_path / "o"), "an export folder without weights")
     for opset in ("14", "30"):  # 14 was written as 18 and recorded as 14; 30 failed in the ONNX checker
         assert_clean_error(run("export", "default", "--opset", opset, "--out", tmp_path / "o"), "--opset must be in 18..24")
+    # ignored before: the graphs are the same for every device, --device picks what --aoti compiles for
+    assert_clean_error(run("export", "default", "--device", "cuda", "--out", tmp_path / "o"), "--device cuda is for --aoti")
     assert not (tmp_path / "o").exists()
 
 

@@ -81,3 +81,12 @@ def test_packaged_graphs_hold_no_copy_of_the_weights(tmp_path, tiny_ckpt):
     weights.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=WEIGHTS_FILE):
         verify_graph(folder, manifest, "dit")
+
+
+def test_package_command_errors_are_one_line(tmp_path, capsys):
+    """The recipe's last command ended in a traceback on a missing checkpoint; nothing is written."""
+    from nerv_rt.export.package import main
+
+    assert main([str(tmp_path / "nofile.pt"), "--out", str(tmp_path / "assets")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nofile.pt'}: no such file or folder\n"
+    assert list(tmp_path.iterdir()) == []

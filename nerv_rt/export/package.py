@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint as ckpt_io
+from ..errors import NervError
 from ..formats import FolderOutput, atomic_path
 from ..runtime.sources import ASSETS_DIR
 from .onnx_export import DEFAULT_OPSET, export_checkpoint, holds_export_files
@@ -38,13 +40,21 @@ def package(checkpoints: Sequence[Path], out: Path = ASSETS_DIR, step: Callable[
     return out
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+", type=Path, help="trained checkpoints (.pt), one per resolution")
     ap.add_argument("--out", type=Path, default=ASSETS_DIR, help="the assets folder to replace")
-    args = ap.parse_args()
-    package(args.checkpoints, args.out)
+    args = ap.parse_args(argv)
+    try:
+        package(args.checkpoints, args.out)
+    except NervError as e:  # one line, as the CLI's errors; `out` is left as it was
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.out} is as it was", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
