@@ -158,7 +158,7 @@ def test_fractional_frame_times_and_encode(tiny_export):
             pipe.encode(bad)
 
 
-def test_pipeline_input_errors(tiny_export, monkeypatch):
+def test_pipeline_input_errors(tiny_export, tiny_ckpt, monkeypatch):
     pipe = Pipeline.load(tiny_export, backend="onnxruntime")
     # the Python API names its parameters (the command line its flags: tests/test_cli.py), in nerv_rt.NervError
     assert nerv_rt.NervError is NervError
@@ -179,6 +179,8 @@ def test_pipeline_input_errors(tiny_export, monkeypatch):
         pipe.encode(pipe.decode(pipe.sample_tokens(steps=1), frames=16), refine_steps=2)
     with pytest.raises(NervError, match="^cuda_graph=True needs the CUDA execution provider \\(device='cuda'\\)$"):
         Pipeline.load(tiny_export, backend="onnxruntime", device="cpu", cuda_graph=True).model().engine("dit")
+    with pytest.raises(NervError, match="^cuda_graph=True is for CUDA graphs on a GPU"):  # ignored before
+        Pipeline.load(tiny_ckpt, backend="torch", cuda_graph=True)
     for guidance in (float("nan"), float("inf"), -1.0):
         with pytest.raises(NervError, match="^guidance must be a number"):
             pipe.generate(guidance=guidance)
@@ -296,8 +298,12 @@ def test_pipeline_refuses_wrong_types_before_any_work(tiny_export, tmp_path):
     assert steps_run == []  # refused before sampling
     with pytest.raises(NervError, match="^first must be >= 0"):
         pipe.sample_tokens(first=-1)
-    with pytest.raises(NervError, match="^class_label must be a whole number, got 'pan_left'"):
+    with pytest.raises(NervError, match=r"^class_label 'pan_left' is not a class of this model \(names: none recorded\)"):
         pipe.sample([VideoDraw(0, 0, "pan_left")])
+    assert np.array_equal(pipe.sample([VideoDraw(0, 0, "3")], steps=2), pipe.sample([VideoDraw(0, 0, 3)], steps=2))
+    default = Pipeline.load("default")  # a class by name, as generate(class_label=) takes it
+    assert np.array_equal(default.sample([VideoDraw(0, 1, "zoom_in")], steps=2),
+                          default.sample_tokens(n=1, first=1, class_label="zoom_in", steps=2))
     with pytest.raises(NervError, match="index must be >= 0"):
         pipe.sample([VideoDraw(0, -1)])
     with pytest.raises(NervError, match="^seed must be in"):
@@ -309,6 +315,11 @@ def test_pipeline_refuses_wrong_types_before_any_work(tiny_export, tmp_path):
     tokens = pipe.sample_tokens(n=2, steps=2)
     with pytest.raises(NervError, match="^frame_t must be numbers"):
         pipe.decode(tokens, frame_t=["a"])
+    with pytest.raises(NervError, match=r"^frame_t must hold 1..4096 frame times, got 0$"):  # not "frames must be"
+        pipe.decode(tokens, frame_t=[])
+    with pytest.raises(NervError, match="^give frames or frame_t, not both"):  # frames was ignored
+        pipe.decode(tokens, frames=2, frame_t=[0.0])
+    assert pipe.decode(tokens[:1]).shape[1] == 16  # neither: a training clip's 16
     with pytest.raises(NervError, match="^refine_steps must be a whole number"):
         pipe.encode(pipe.decode(tokens[:1], frames=16), refine_steps="3")
     with pytest.raises(NervError, match="output paths repeat"):

@@ -99,6 +99,10 @@ def test_read_video_refuses_bad_ranges(tmp_path):
     for kwargs in ({"start": -1}, {"count": 0}, {"count": 3.5}, {"size": 0}, {"start": 1.5}):
         with pytest.raises(NervError, match="read_video needs|must be a whole number"):
             read_video(path, **kwargs)
+    n = len(read_video(path))
+    assert len(read_video(path, start=n - 2, count=5)) == 2  # a slice: fewer where the file ends
+    with pytest.raises(NervError, match=f"no video frames decoded from frame {n + 3}: it has {n}$"):
+        read_video(path, start=n + 3)
 
 
 def test_outputs_get_the_usual_permissions(tmp_path):

@@ -90,6 +90,9 @@ def open_backend(name: str, source: ModelSource, device: str = "auto", precision
         if not source.has_checkpoint:
             raise NervError(f"{source.path} holds exported graphs only; the {name} backend runs checkpoints "
                             f"(use {setting('backend', 'onnxruntime')}, tensorrt or aoti)")
+        if cuda_graph and name == "torch":  # it would be ignored: the torch backend runs step by step
+            raise NervError(f"{setting('cuda_graph')} is for CUDA graphs on a GPU (torch-cudagraph, tensorrt, aoti, "
+                            "onnxruntime's CUDA EP); the torch backend runs step by step")
         from .torch_backend import TorchBackend
 
         return TorchBackend(source, device, precision, capture=name == "torch-cudagraph" and cuda_graph is not False)

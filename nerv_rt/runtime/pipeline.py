@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from .sampling import MAX_SEED, DeviceInputs, VideoDraw, denoise, prepare_inputs
 from .sources import DEFAULT, ModelSource, is_default, resolve
 from .video_io import MAX_FPS, check_fps, check_output_path, output_paths, write_frames
 
+DEFAULT_FRAMES = 16  # what decode renders when told neither frames nor frame_t: a training clip's length
 MAX_FRAMES = 4096  # frames per generated video; memory stays flat (chunked decode) but the output array grows
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
@@ -272,16 +273,14 @@ class Pipeline:
         check_sampling(steps, sampler, guidance, eta, len(videos))
         for v in videos:
             check_seed(v.seed)
-            check_ints(index=v.index, **({} if v.label is None else {"class_label": v.label}))
+            check_ints(index=v.index)
             if v.index < 0:
                 raise NervError(f"a VideoDraw's index must be >= 0, got {v.index}")
+        videos = [replace(v, label=self.class_index(v.label, cfg)) for v in videos]  # a name, as generate takes it
         guidance, eta = float(guidance), float(eta)  # numpy scalars or Fractions would make object arrays
         if len(videos) > m.sample_batch:
             raise NervError(f"{len(videos)} videos in one sampling run; the {self.backend_name} engines take at most "
                             f"{m.sample_batch} (use sample_tokens, which splits)")
-        for v in videos:
-            if v.label is not None and not 0 <= v.label < cfg.num_classes:
-                raise NervError(f"{option('class_label')} must be in 0..{cfg.num_classes - 1}, got {v.label}")
         # 1. Seeded host inputs: labels, x_T, per-step noise, coefficient table
         host = prepare_inputs(videos, cfg.tokens, cfg.token_dim, cfg.num_classes, steps, sampler, eta, guidance)
         with self._lock:
@@ -294,12 +293,12 @@ class Pipeline:
             # 3. Back to the decoder's token scale (a new array: a captured graph's output buffer is reused)
             return x * m.token_std
 
-    def decode(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
+    def decode(self, tokens: Array | np.ndarray, frames: int | None = None, res: int | None = None, chunk: int = 16,
                frame_t: np.ndarray | None = None) -> np.ndarray:
         """Render tokens (n, N, d_z) to uint8 [n, F, H, W, 3], `chunk` frames per decoder call.
 
-        Frames are queried at evenly spaced times in [0, 1] (more frames than training interpolate);
-        pass `frame_t` to choose the times yourself (any floats, extrapolation included). `res` defaults
+        `frames` (16 when neither is given) are queried at evenly spaced times in [0, 1] (more frames than training
+        interpolate); or pass `frame_t` to choose the times yourself (any floats, extrapolation included). `res` defaults
         to the resolution whose token shape `tokens` has."""
         tokens = as_tokens(tokens)
         m = self.model_for_tokens(tokens, res)
@@ -312,7 +311,7 @@ class Pipeline:
             out[i, s:s + len(block)] = block
         return out
 
-    def iter_frames(self, tokens: Array | np.ndarray, frames: int = 16, res: int | None = None, chunk: int = 16,
+    def iter_frames(self, tokens: Array | np.ndarray, frames: int | None = None, res: int | None = None, chunk: int = 16,
                     frame_t: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield (video index, first frame index, uint8 [c, H, W, 3]) one decoder call at a time."""
         tokens = as_tokens(tokens)
@@ -374,12 +373,20 @@ class Pipeline:
                     block = to_uint8(m.backend.numpy(frames_out))
                 yield i, s, block
 
-    def _decode_times(self, m: _Model, frames: int, frame_t: np.ndarray | None, chunk: int) -> np.ndarray:
-        try:
-            times = frame_times(frames) if frame_t is None else np.asarray(frame_t, np.float32).reshape(-1)
-        except (TypeError, ValueError) as e:
-            raise NervError(f"frame_t must be numbers (frame times), got {frame_t!r:.80}: {e}") from None
-        check_frames(len(times))
+    def _decode_times(self, m: _Model, frames: int | None, frame_t: np.ndarray | None, chunk: int) -> np.ndarray:
+        """The times to render: `frames` evenly spaced ones (16 when neither is given), or `frame_t` as given."""
+        if frame_t is None:
+            check_frames(DEFAULT_FRAMES if frames is None else frames)
+            times = frame_times(DEFAULT_FRAMES if frames is None else frames)
+        else:
+            if frames is not None:  # it was ignored
+                raise NervError("give frames or frame_t, not both (frame_t holds one time per frame)")
+            try:
+                times = np.asarray(frame_t, np.float32).reshape(-1)
+            except (TypeError, ValueError) as e:
+                raise NervError(f"frame_t must be numbers (frame times), got {frame_t!r:.80}: {e}") from None
+            if not 1 <= len(times) <= MAX_FRAMES:
+                raise NervError(f"frame_t must hold 1..{MAX_FRAMES} frame times, got {len(times)}")
         if not np.isfinite(times).all():
             raise NervError("frame times must be finite numbers")
         self.check_chunk(chunk, m.config.res, len(times))

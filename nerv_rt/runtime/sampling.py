@@ -20,10 +20,11 @@ MAX_SEED = 2**63 - 1
 
 @dataclass(frozen=True)
 class VideoDraw:
-    """Which video to sample: index `index` of `seed`, of class `label` (None: drawn from the stream)."""
+    """Which video to sample: index `index` of `seed`, of class `label` (an index or a class name, as `generate`'s
+    class_label; None: drawn from the stream)."""
     seed: int
     index: int = 0
-    label: int | None = None
+    label: int | str | None = None
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,8 @@ def _write_mp4(chunks: Iterable[np.ndarray], tmp: Path, fps: float, quality: str
 
 
 def read_video(path: str | Path, start: int = 0, count: int | None = None, size: int | None = None) -> np.ndarray:
-    """Decode frames [start, start+count) of a video file as uint8 [F, H, W, 3].
+    """Decode frames [start, start+count) of a video file as uint8 [F, H, W, 3]: fewer where the file ends first, as a
+    slice does (a start past its end is an error naming the file's length).
 
     With `size`, each frame is resized so its shorter side is `size`, then centre-cropped to size x size.
     """
@@ -191,11 +192,12 @@ def read_video(path: str | Path, start: int = 0, count: int | None = None, size:
         raise NervError(f"read_video needs start >= 0, count >= 1 (or None: all) and size >= 1 (or None), got start "
                         f"{start}, count {count}, size {size}")
 
-    frames = []
+    frames, seen = [], 0
     try:
         with av.open(str(path)) as container:
-            for k, frame in enumerate(container.decode(_video_stream(container, path))):
-                if k < start:
+            for frame in container.decode(_video_stream(container, path)):
+                seen += 1
+                if seen <= start:
                     continue
                 if count is not None and len(frames) == count:
                     break
@@ -203,7 +205,8 @@ def read_video(path: str | Path, start: int = 0, count: int | None = None, size:
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise NervError(f"{path}: cannot decode video ({e})") from None
     if not frames:
-        raise NervError(f"{path}: no video frames decoded")
+        raise NervError(f"{path}: no video frames decoded" +
+                        (f" from frame {start}: it has {seen}" if seen else ""))
     return np.stack(frames)
 
 
