@@ -345,22 +345,31 @@ def generate(
     console.print(f"{model} at {m.config.res}^2 on {pipe.describe()}")
     # 2. Sample a batch of videos, write each of them frame chunk by chunk, then the next batch
     timings = {"sample_s": 0.0, "decode_s": 0.0, "write_s": 0.0}
-    with _progress() as bar:
-        task = bar.add_task("sampling", total=n * steps)
-        for first in range(0, n, m.sample_batch):
-            count = min(m.sample_batch, n - first)
-            bar.update(task, description=f"sampling videos {first + 1}-{first + count} of {n}")
-            t0 = time.perf_counter()
-            tokens = pipe.sample_tokens(m.config.res, count, class_label, steps, sampler, guidance, 0.0, seed,
-                                        progress=lambda i, _, first=first: bar.update(task, completed=first * steps + i),
-                                        first=first)
-            pipe.synchronize()
-            timings["sample_s"] += time.perf_counter() - t0
-            bar.update(task, description=f"writing videos {first + 1}-{first + count} of {n}")
-            written: dict = {}
-            pipe.render(tokens, paths[first:first + count], frames, m.config.res, chunk, fps, written)
-            timings["decode_s"] += written["decode_s"]
-            timings["write_s"] += written["write_s"]
+    done: list[Path] = []  # the files written whole, for a Ctrl-C's line
+    try:
+        with _progress() as bar:
+            task = bar.add_task("sampling", total=n * steps)
+            for first in range(0, n, m.sample_batch):
+                count = min(m.sample_batch, n - first)
+                bar.update(task, description=f"sampling videos {first + 1}-{first + count} of {n}")
+                t0 = time.perf_counter()
+                tokens = pipe.sample_tokens(m.config.res, count, class_label, steps, sampler, guidance, 0.0, seed,
+                                            progress=lambda i, _, first=first: bar.update(task, completed=first * steps + i),
+                                            first=first)
+                pipe.synchronize()
+                timings["sample_s"] += time.perf_counter() - t0
+                bar.update(task, description=f"writing videos {first + 1}-{first + count} of {n}")
+                for k, path in enumerate(paths[first:first + count]):
+                    written: dict = {}
+                    pipe.render(tokens[k:k + 1], [path], frames, m.config.res, chunk, fps, written)
+                    timings["decode_s"] += written["decode_s"]
+                    timings["write_s"] += written["write_s"]
+                    done.append(path)
+    except KeyboardInterrupt:
+        if done and n > 1:
+            span = str(done[0]) if len(done) == 1 else f"{done[0]} to {done[-1]}"
+            typer.echo(f"interrupted: {len(done)} of {n} videos written whole ({span}); none of the others", err=True)
+        raise
     for p in paths:
         typer.echo(str(p))
     console.print(f"sample {timings['sample_s']:.2f} s | decode {timings['decode_s']:.2f} s | write "

@@ -331,6 +331,28 @@ def test_train_classifier_asks_where_to_write():
     assert_clean_error(run("train", "classifier", "--steps", "1"), "Missing option '--out'")
 
 
+def test_an_interrupted_generate_says_which_videos_it_wrote(tmp_path):
+    """Ctrl-C (SIGINT) after the first of 40 videos: exit 130, and one line naming the files written whole (each is
+    written atomically, so the rest do not exist)."""
+    import re
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "nerv_rt", "generate", "--n", "40", "--steps", "200", "--frames", "64",
+                             "--out", str(tmp_path / "v.mp4")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "v-0.mp4").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    line = err.strip().splitlines()[-1]
+    k = len(list(tmp_path.glob("v-*.mp4")))
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert 1 <= k < 40 and re.fullmatch(rf"interrupted: {k} of 40 videos written whole \(.*v-0.mp4( to .*v-{k - 1}.mp4)?\); "
+                                        "none of the others", line), (k, line)
+
+
 def test_generate_keeps_the_clip_duration(tmp_path, tiny_ckpt):
     """--frames 40 of a 16-frame model at its 8 fps: 40 frames in the same 2 s (20 fps); --fps overrides."""
     import av
