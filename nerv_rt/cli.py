@@ -346,6 +346,7 @@ def generate(
     # 2. Sample a batch of videos, write each of them frame chunk by chunk, then the next batch
     timings = {"sample_s": 0.0, "decode_s": 0.0, "write_s": 0.0}
     done: list[Path] = []  # the files written whole, for a Ctrl-C's line
+    writing: tuple[Path, float] | None = None  # the file being written, and since when
     try:
         with _progress() as bar:
             task = bar.add_task("sampling", total=n * steps)
@@ -360,12 +361,14 @@ def generate(
                 timings["sample_s"] += time.perf_counter() - t0
                 bar.update(task, description=f"writing videos {first + 1}-{first + count} of {n}")
                 for k, path in enumerate(paths[first:first + count]):
-                    written: dict = {}
+                    writing, written = (path, time.time()), {}
                     pipe.render(tokens[k:k + 1], [path], frames, m.config.res, chunk, fps, written)
                     timings["decode_s"] += written["decode_s"]
                     timings["write_s"] += written["write_s"]
                     done.append(path)
     except KeyboardInterrupt:
+        if writing and writing[0] not in done and writing[0].exists() and writing[0].stat().st_mtime >= writing[1]:
+            done.append(writing[0])  # moved into place just before the interrupt
         if done and n > 1:
             span = str(done[0]) if len(done) == 1 else f"{done[0]} to {done[-1]}"
             typer.echo(f"interrupted: {len(done)} of {n} videos written whole ({span}); none of the others", err=True)
@@ -605,7 +608,7 @@ def train_classifier_cmd(
     from .train.common import progress_bar
 
     cfg = ClassifierTrainConfig(clips=clips, steps=steps, seed=seed)
-    command = f"nerv-rt train classifier --clips {clips} --steps {steps} --seed {seed}"
+    command = f"nerv-rt train classifier --out {out} --clips {clips} --steps {steps} --seed {seed}"
     with progress_bar(True) as bar:
         meta = train_classifier(out, cfg, command, bar)
     typer.echo(f"{out} (held-out accuracy {100 * meta['heldout_accuracy']:.1f} % on {meta['heldout_clips']} clips)")

@@ -132,10 +132,13 @@ def test_bench_model_is_checked_before_any_child(tmp_path, tiny_ckpt):
     vae_only = tmp_path / "vae.pt"
     ckpt = checkpoint.load(tiny_ckpt)
     checkpoint.save(checkpoint.Checkpoint(ckpt.config, ckpt.vae, None, None, ckpt.token_std), vae_only)
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("nerv-rt-bench-quick-*"))  # where --quick writes without --out
     for model, pattern in ((tmp_path / "nofile.pt", "nofile.pt: no such file or folder"),
                            (vae_only, "no DiT in this checkpoint; the generator suite samples with one")):
-        assert_clean_error(run("bench", "--quick", "--suite", "generator", "--model", model, "--out", tmp_path / "o"), pattern)
-    assert not (tmp_path / "o").exists()
+        assert_clean_error(run("bench", "--quick", "--suite", "generator", "--model", model), pattern)
+    assert set(Path(tempfile.gettempdir()).glob("nerv-rt-bench-quick-*")) == before
 
 
 def raise_nerv_error() -> None:
@@ -144,11 +147,26 @@ def raise_nerv_error() -> None:
     raise CheckpointError("m.pt: truncated")
 
 
-def test_a_child_s_nerv_error_is_the_parent_s():
-    from nerv_rt.errors import NervError
+def raise_config_error() -> None:
+    from nerv_rt.errors import ConfigError, option
 
-    with pytest.raises(NervError, match=r"^m.pt: truncated$"):
+    raise ConfigError(f"{option('refine_steps')} must be >= 0")
+
+
+def test_a_child_s_nerv_error_is_the_parent_s():
+    """As its class, with the parent's way of naming settings (--flags under the CLI)."""
+    from nerv_rt.errors import ON_COMMAND_LINE, CheckpointError, ConfigError
+
+    with pytest.raises(CheckpointError, match=r"^m.pt: truncated$"):
         run_in_child(raise_nerv_error)
+    with pytest.raises(ConfigError, match=r"^refine_steps must be >= 0$"):
+        run_in_child(raise_config_error)
+    token = ON_COMMAND_LINE.set(True)
+    try:
+        with pytest.raises(ValueError, match=r"^--refine-steps must be >= 0$"):  # a ConfigError is a ValueError too
+            run_in_child(raise_config_error)
+    finally:
+        ON_COMMAND_LINE.reset(token)
 
 
 def test_bench_out_must_be_a_folder(tmp_path):

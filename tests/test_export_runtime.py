@@ -301,7 +301,7 @@ def test_pipeline_refuses_wrong_types_before_any_work(tiny_export, tmp_path):
     with pytest.raises(NervError, match=r"^class_label 'pan_left' is not a class of this model \(names: none recorded\)"):
         pipe.sample([VideoDraw(0, 0, "pan_left")])
     assert np.array_equal(pipe.sample([VideoDraw(0, 0, "3")], steps=2), pipe.sample([VideoDraw(0, 0, 3)], steps=2))
-    default = Pipeline.load("default")  # a class by name, as generate(class_label=) takes it
+    default = Pipeline.load("default", backend="onnxruntime")  # a class by name, as generate(class_label=) takes it
     assert np.array_equal(default.sample([VideoDraw(0, 1, "zoom_in")], steps=2),
                           default.sample_tokens(n=1, first=1, class_label="zoom_in", steps=2))
     with pytest.raises(NervError, match="index must be >= 0"):

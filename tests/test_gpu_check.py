@@ -5,6 +5,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+import torch
+
 from nerv_rt.bench.gpu_check import STEPS, TARGETS, step_status, targets
 from tests.test_cli import ROOT
 
@@ -127,13 +130,21 @@ def test_targets_met_and_missed():
     assert bad["decoder memory NeRV-L / SD-VAE at 256^2"]["value"] == 0.3 and bad["decoder memory NeRV-L / SD-VAE at 256^2"]["met"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the check would run")
 def test_without_a_gpu_it_still_writes_its_results(tmp_path):
     """From a device window only --out comes back: a machine whose torch sees no GPU (or cannot import) gets the
-    environment recorded and the reason, not an empty folder. A relative --out is the caller's, not the checkout's."""
-    res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--out", "results"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    environment recorded and the reason, not an empty folder; but never over an earlier run's results (nor with
+    --rerun). A relative --out is the caller's, not the checkout's."""
+    script = ["bash", str(ROOT / "scripts" / "gpu_check.sh")]
+    res = subprocess.run([*script, "--out", "results"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "error: no CUDA GPU visible to torch" in res.stderr, res.stderr[-2000:]
-    doc = json.loads((tmp_path / "results" / "results.json").read_text())
+    written = (tmp_path / "results" / "results.json").read_text()
+    doc = json.loads(written)
     assert doc["error"].startswith("no CUDA GPU") and doc["steps"]["env"]["status"] == "ok"
     assert {k: v["status"] for k, v in doc["steps"].items() if k != "env"} == dict.fromkeys(STEPS[1:], "skipped")
     assert "**error: no CUDA GPU" in (tmp_path / "results" / "results.md").read_text()
+    for args in (["--out", "results"], ["--out", "results", "--rerun", "decoder"]):  # an earlier run's results stay
+        res = subprocess.run([*script, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and res.stderr.strip().endswith("error: no CUDA GPU visible to torch; use --dry-run on "
+                                                                   "a CPU machine"), res.stderr[-2000:]
+        assert (tmp_path / "results" / "results.json").read_text() == written

@@ -38,7 +38,7 @@ from ..errors import NervError
 from ..formats import atomic_write_text
 from . import cases
 from .memory import OWN_SESSIONS, run_in_child
-from .suites import PAPER_A6000, SD_VAE_LABEL, nerv_gmacs, paper_decoder, sd_vae_gmacs, summarize
+from .suites import PAPER_A6000, SD_VAE_LABEL, decoder_memory_mb, nerv_gmacs, paper_decoder, sd_vae_gmacs, summarize
 
 STEPS = ("env", "pytest", "decoder", "generator", "graph", "memory", "serve", "aoti")
 TIME_BOX_S = {"env": 15, "pytest": 110, "decoder": 40, "generator": 120, "graph": 30, "memory": 20, "serve": 75,
@@ -400,11 +400,9 @@ def measured_figures(doc: dict[str, Any]) -> dict[str, float]:
                 nerv, sd = best[(True, res)], best[(False, res)]
                 figures[f"decoder latency NeRV-L / SD-VAE at {res}^2"] = nerv["latency_s"]["median"] / sd["latency_s"]["median"]
         if (True, 256) in eager and (False, 256) in eager:
-            # the allocator's peak (weights and activations; both decoders run in torch): one definition on every
-            # machine, where NVML's per-process figures exist only where NVML sees the process, and charge the first
-            # row run the libraries' one-time set-up
-            nerv, sd = (eager[(k, 256)]["memory_mb"]["allocator_peak_mb"] for k in (True, False))
-            figures["decoder memory NeRV-L / SD-VAE at 256^2"] = nerv / sd
+            nerv, sd = (decoder_memory_mb(eager[(k, 256)]["memory_mb"], "cuda") for k in (True, False))
+            if nerv and sd:
+                figures["decoder memory NeRV-L / SD-VAE at 256^2"] = nerv / sd
     gen = _ok(doc, "generator")
     if gen:
         paper = [r for r in gen["rows"] if r["res"] == 128 and r["protocol"] == "paper"]
@@ -567,7 +565,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         skip = tuple(k for k in STEPS if k not in args.rerun)
     no_gpu = None if args.dry_run else _no_gpu()
-    if no_gpu:  # the environment is still recorded: from a device window, results.json is all that comes back
+    if no_gpu:
+        # The environment and the reason are recorded (from a device window, results.json is all that comes back),
+        # but only into a new --out: never over a run's results, nor into the checkout's bench/results.
+        if args.out is None or args.rerun or (args.out / "results.json").exists():
+            print(f"error: {no_gpu}", file=sys.stderr)
+            return 2
         skip = tuple(k for k in STEPS if k != "env")
     if args.out is not None:
         out = args.out

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
-from ..errors import NervError
+from .. import errors
+from ..errors import ON_COMMAND_LINE, NervError
 
 
 def _rss_kb(field: str) -> int:
@@ -44,9 +45,10 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue) -> None:
+def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue, on_command_line: bool) -> None:
     os.setsid()  # a session of its own: a time-out stops it with its process group (and OWN_SESSIONS)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    ON_COMMAND_LINE.set(on_command_line)  # errors name --flags where the parent is the CLI
     try:
         for name in imports:  # library import cost is not the case's memory
             importlib.import_module(name)
@@ -54,8 +56,8 @@ def _child(fn: Callable[..., Any], imports: tuple[str, ...], kwargs: dict, queue
         base = _rss_kb("VmRSS")
         result = fn(**kwargs)
         queue.put(("ok", result, (_rss_kb("VmHWM") - base) * 1024))
-    except NervError as e:  # a problem the user can fix: its one line, raised again in the parent
-        queue.put(("nerv_error", str(e), 0))
+    except NervError as e:  # a problem the user can fix: raised again in the parent, as its class with its line
+        queue.put(("nerv_error", (type(e).__name__, str(e)), 0))
     except BaseException:  # report any other failure to the parent
         queue.put(("error", traceback.format_exc(), 0))
 
@@ -73,7 +75,7 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, imports, kwargs, queue))
+    proc = ctx.Process(target=_child, args=(fn, imports, kwargs, queue, ON_COMMAND_LINE.get()))
     proc.start()
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -88,7 +90,9 @@ def run_in_child(fn: Callable[..., Any], imports: tuple[str, ...] = (), timeout:
                 raise TimeoutError(f"{fn.__name__} did not finish within {timeout:g} s") from None
     proc.join()
     if status == "nerv_error":
-        raise NervError(result)
+        name, message = result
+        error_class = getattr(errors, name, None)
+        raise (error_class if isinstance(error_class, type) and issubclass(error_class, NervError) else NervError)(message)
     if status != "ok":
         raise RuntimeError(f"benchmark child process failed:\n{result}")
     return result, peak
