@@ -341,7 +341,8 @@ def test_an_interrupted_generate_says_which_videos_it_wrote(tmp_path):
 
     proc = subprocess.Popen([sys.executable, "-m", "nerv_rt", "generate", "--n", "40", "--steps", "200", "--frames", "64",
                              "--out", str(tmp_path / "v.mp4")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,  # SIGINT as a terminal delivers it: a job started in the background ignores it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (tmp_path / "v-0.mp4").exists() and time.time() < deadline:
         time.sleep(0.05)

@@ -400,9 +400,9 @@ def measured_figures(doc: dict[str, Any]) -> dict[str, float]:
                 nerv, sd = best[(True, res)], best[(False, res)]
                 figures[f"decoder latency NeRV-L / SD-VAE at {res}^2"] = nerv["latency_s"]["median"] / sd["latency_s"]["median"]
         if (True, 256) in eager and (False, 256) in eager:
-            nerv, sd = (decoder_memory_mb(eager[(k, 256)]["memory_mb"], "cuda") for k in (True, False))
-            if nerv and sd:
-                figures["decoder memory NeRV-L / SD-VAE at 256^2"] = nerv / sd
+            nerv_mb, sd_mb = (decoder_memory_mb(eager[(k, 256)]["memory_mb"], "cuda") for k in (True, False))
+            if nerv_mb and sd_mb:
+                figures["decoder memory NeRV-L / SD-VAE at 256^2"] = nerv_mb / sd_mb
     gen = _ok(doc, "generator")
     if gen:
         paper = [r for r in gen["rows"] if r["res"] == 128 and r["protocol"] == "paper"]
