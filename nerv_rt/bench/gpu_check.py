@@ -38,7 +38,7 @@ from ..errors import NervError
 from ..formats import atomic_write_text
 from . import cases
 from .memory import OWN_SESSIONS, run_in_child
-from .suites import PAPER_A6000, SD_VAE_LABEL, decoder_memory_mb, nerv_gmacs, paper_decoder, sd_vae_gmacs, summarize
+from .suites import DECODER_MEMORY, PAPER_A6000, SD_VAE_LABEL, nerv_gmacs, paper_decoder, sd_vae_gmacs, summarize
 
 STEPS = ("env", "pytest", "decoder", "generator", "graph", "memory", "serve", "aoti")
 TIME_BOX_S = {"env": 15, "pytest": 110, "decoder": 40, "generator": 120, "graph": 30, "memory": 20, "serve": 75,
@@ -400,7 +400,7 @@ def measured_figures(doc: dict[str, Any]) -> dict[str, float]:
                 nerv, sd = best[(True, res)], best[(False, res)]
                 figures[f"decoder latency NeRV-L / SD-VAE at {res}^2"] = nerv["latency_s"]["median"] / sd["latency_s"]["median"]
         if (True, 256) in eager and (False, 256) in eager:
-            nerv_mb, sd_mb = (decoder_memory_mb(eager[(k, 256)]["memory_mb"], "cuda") for k in (True, False))
+            nerv_mb, sd_mb = (eager[(k, 256)]["memory_mb"].get(DECODER_MEMORY) for k in (True, False))
             if nerv_mb and sd_mb:
                 figures["decoder memory NeRV-L / SD-VAE at 256^2"] = nerv_mb / sd_mb
     gen = _ok(doc, "generator")

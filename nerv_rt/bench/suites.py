@@ -111,23 +111,21 @@ def summarize(times: list[float]) -> dict:
     return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)), "runs": times}
 
 
-def decoder_memory_mb(memory: dict, device: str) -> float | None:
-    """A decoder's memory, as the decoder table and its NeRV / SD-VAE ratio read it: on CUDA the torch allocator's
-    peak (weights and activations; both decoders run in torch, so it sees all they hold), one definition on every
-    machine, where NVML's per-process figures exist only where NVML sees the process and charge each fresh process
-    the libraries' one-time set-up (cuBLAS / cuDNN handles, kernels loaded); on CPU the peak RSS."""
-    return memory.get("allocator_peak_mb" if device == "cuda" else "peak_rss_mb")
+# A decoder's memory on CUDA, as the decoder table and its NeRV / SD-VAE ratio read it (here and in gpu_check): the
+# torch allocator's peak (weights and activations; both decoders run in torch, so it sees all they hold), one
+# definition on every machine, where NVML's per-process figures exist only where NVML sees the process and charge
+# each fresh process the libraries' one-time set-up (cuBLAS / cuDNN handles, kernels loaded).
+DECODER_MEMORY = "allocator_peak_mb"
 
 
-def _memory(result: dict, rss_bytes: int, device: str, torch_only: bool = False) -> dict:
-    """peak_mb: a decoder's (`torch_only`) `decoder_memory_mb`; else on CUDA the NVML per-process peak above the
-    process's level before the model was made, where NVML sees the process (it sees TensorRT's and ONNX Runtime's
-    memory too), else the allocator's peak (torch's memory only); `peak_of` says which. On CPU the child's peak
-    RSS above its imports."""
+def _memory(result: dict, rss_bytes: int, device: str, decoder: bool = False) -> dict:
+    """peak_mb: on CUDA a `decoder`'s DECODER_MEMORY; else the NVML per-process peak above the process's level
+    before the model was made, where NVML sees the process (it sees TensorRT's and ONNX Runtime's memory too), else
+    the allocator's peak (torch's memory only); `peak_of` says which. On CPU the child's peak RSS above its imports."""
     if device == "cuda":
         mem = {k: v for k, v in result.items() if k.endswith("_mb")}
         nvml = "nvml_process_delta_peak_mb"
-        of = nvml if nvml in mem and not torch_only else "allocator_peak_mb"
+        of = nvml if nvml in mem and not decoder else DECODER_MEMORY
         return {"peak_mb": mem[of], "peak_of": of.removesuffix("_mb"), **mem}
     return {"peak_mb": rss_bytes / 2**20, "peak_of": "peak_rss", "peak_rss_mb": rss_bytes / 2**20}
 
@@ -170,7 +168,7 @@ def _decoder_row(cfg: BenchConfig, model: str, res: int, frames: int) -> dict:
 
         tokens, gmacs = preset(cfg.preset, res).tokens, nerv_gmacs(cfg.preset, res, frames)
     return {"model": model, "res": res, "frames": frames, "tokens": tokens, "gmacs": gmacs,
-            "latency_s": summarize(result["times"]), "memory": _memory(result, rss, cfg.device, torch_only=True)}
+            "latency_s": summarize(result["times"]), "memory": _memory(result, rss, cfg.device, decoder=True)}
 
 
 def nerv_label(cfg: BenchConfig) -> str:

@@ -16,15 +16,12 @@ def check_precision(precision: str) -> None:
 
 def check_run_config(cfg: object) -> None:
     """ConfigError (a NervError and a ValueError) on a stage config's shared fields that no run can use (the CLI
-    refuses them as options first): counts below 1, negative seeds, negative or non-finite learning rates and loss weights, fractions
-    outside [0, 1], an EMA decay outside [0, 1)."""
-    for name in ("steps", "batch", "ckpt_every", "clips_per_video"):
-        v = getattr(cfg, name, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, got {v!r}")
-    seed = getattr(cfg, "seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
+    refuses them as options first): counts below 1, negative seeds, negative or non-finite learning rates and loss
+    weights, fractions outside [0, 1], an EMA decay outside [0, 1)."""
+    for name, least in (("steps", 1), ("batch", 1), ("ckpt_every", 1), ("clips_per_video", 1), ("seed", 0)):
+        v = getattr(cfg, name, least)
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ConfigError(f"{name} must be a whole number >= {least}, got {v!r}")
     for name in ("lr", "token_lr", "encoder_lr", "kl_weight", "perceptual_weight", "gan_weight", "temporal_weight",
                  "encoder_weight", "token_noise"):
         v = getattr(cfg, name, 0.0)
