@@ -1,5 +1,6 @@
 """Data sets and training: overfitting, resume, interruption, DDP equivalence, data errors."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -201,6 +202,18 @@ def test_resume_at_another_precision_warns(tmp_path, clips):
     with pytest.warns(UserWarning, match="trained with --precision auto; it goes on with bf16"):
         train_vae(clips, tmp_path / "v.pt", preset("tiny", 128), VAETrainConfig(steps=3, precision="bf16", **VAE_FAST),
                   "cpu", resume=True, show_progress=False)
+
+
+def test_a_diverged_run_stops_in_one_line_and_keeps_its_last_checkpoint(tmp_path, clips):
+    """lr 1e3 turns the loss NaN at the second step: the run ends before that step touches a weight."""
+    cfg = VAETrainConfig(steps=6, lr=1e3, **{**VAE_FAST, "ckpt_every": 1})
+    out = tmp_path / "v.pt"
+    with pytest.raises(NervError, match=r"train vae: the loss is nan at step 2, so the run diverged \(a smaller --lr "
+                                        rf"may help\); {out} holds the last checkpoint written"):
+        train_vae(clips, out, preset("tiny", 128), cfg, "cpu", log=tmp_path / "v.csv", show_progress=False)
+    kept = ckpt_io.load(out)
+    assert kept.train_state["step"] == 1 and all(v.isfinite().all() for v in kept.vae.values())
+    assert np.isfinite(_csv_column(tmp_path / "v.csv", "loss")).all()
 
 
 def test_refuses_more_frames_per_step_than_a_clip_has(tmp_path, clips):

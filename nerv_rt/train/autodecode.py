@@ -35,6 +35,7 @@ from .common import (
     require_single_process,
     resume_state,
     step_generator,
+    stop_if_diverged,
 )
 from .losses import check_frames_per_clip, check_frames_per_step, psnr_from_mse, reconstruction_loss
 from .precision import check_precision, check_run_config
@@ -204,6 +205,7 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
                     token_l2 = F.mse_loss(mean.float(), tokens.detach())
                     enc_loss, enc_l2 = reconstruction_loss(decoder(mean, t), target, cfg.temporal_weight)
                     loss = loss + enc_loss + cfg.encoder_weight * token_l2
+            stop_if_diverged(loss, step, "train autodecode", out)
             opt.zero_grad(set_to_none=True)
             enc_opt.zero_grad(set_to_none=True)
             bank_opt.zero_grad(set_to_none=True)

@@ -43,6 +43,7 @@ from .common import (
     resume_state,
     setup,
     step_generator,
+    stop_if_diverged,
     teardown,
     unwrap,
     wrap_ddp,
@@ -229,6 +230,7 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
                 eps = dit_ddp(x_t, t.float(), y)
                 per_sample = (eps.float() - target).pow(2).flatten(1).mean(1)
                 loss = (snr_w[t] * per_sample).mean()
+            stop_if_diverged(loss, step, "train dit", out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)

@@ -28,6 +28,7 @@ from .common import (
     require_single_process,
     resume_state,
     step_generator,
+    stop_if_diverged,
 )
 from .losses import check_frames_per_clip, check_frames_per_step, psnr_from_mse, reconstruction_loss
 from .precision import check_precision, check_run_config
@@ -108,6 +109,7 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
                 mean = encoder(videos)[0]
                 loss, l2 = reconstruction_loss(decoder(mean, times[frame_idx.to(dev)]), videos[:, frame_idx],
                                                cfg.temporal_weight)
+            stop_if_diverged(loss, step, "train encoder", out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)

@@ -23,6 +23,7 @@ from .common import (
     resume_state,
     setup,
     step_generator,
+    stop_if_diverged,
     teardown,
     wrap_ddp,
 )
@@ -172,6 +173,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
                     g_loss = hinge_g_loss(disc(fake))
                     disc.requires_grad_(True)
                     loss = loss + cfg.gan_weight * g_loss
+            stop_if_diverged(loss, step, "train vae", out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -181,6 +183,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
             if use_gan:
                 with autocast(d.device, cfg.precision):
                     d_loss = hinge_d_loss(disc_ddp(real), disc_ddp(fake.detach()))
+                stop_if_diverged(d_loss, step, "train vae (discriminator)", out)
                 disc_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 disc_opt.step()
