@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextvars
+import json
+import os
 import re
 import sys
 import warnings
@@ -82,13 +84,47 @@ def module_extra(module: str) -> str | None:
     return EXTRA_OF.get(module.split(".")[0])
 
 
+TORCH_EXTRAS = {"torch", "export", "train", "bench", "test"}  # the extras that install torch
+CPU_TORCH = "python -m pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
+
+def install_source() -> str:
+    """What pip installs nerv-rt from: the folder it was installed from (`pip install .` or `-e .` of a checkout,
+    from PEP 610's direct_url.json) while that folder exists, else its name on a package index."""
+    from importlib.metadata import distributions
+    from urllib.parse import unquote, urlparse
+
+    # the installed dist-info holds it; a checkout's own nerv_rt.egg-info (a setuptools by-product) may come first
+    records = (d.read_text("direct_url.json") for d in distributions(name="nerv-rt"))
+    try:
+        origin = json.loads(next((r for r in records if r), "{}"))
+    except ValueError:
+        return "nerv-rt"
+    url = urlparse(origin.get("url", ""))
+    folder = unquote(url.path)
+    return folder if url.scheme == "file" and "dir_info" in origin and os.path.isdir(folder) else "nerv-rt"
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds `extra` ("" for the base install) to this nerv-rt. Where torch is not installed
+    and no NVIDIA driver is, the CPU build of torch goes first: pip would otherwise pick the multi-GB CUDA one."""
+    from importlib.util import find_spec
+
+    from .machine import nvidia_driver
+
+    source = install_source()
+    command = f'python -m pip install "{source}[{extra}]"' if extra else f'python -m pip install "{source}"'
+    if extra in TORCH_EXTRAS and find_spec("torch") is None and not nvidia_driver():
+        command = f"{CPU_TORCH} && {command}"
+    return command
+
+
 def missing_extra(module: str, extra: str | None = None) -> NervError:
     """The error for a dependency that is not installed, with the pip command that installs it (`extra`, or the
     extra the module belongs to)."""
     top = module.split(".")[0]
     extra = module_extra(top) if extra is None else extra
-    target = f"nerv-rt[{extra}]" if extra else "nerv-rt"
-    return NervError(f"this needs {top}, which is not installed: python -m pip install \"{target}\"")
+    return NervError(f"this needs {top}, which is not installed: {install_command(extra or '')}")
 
 
 def require(*modules: str, extra: str | None = None) -> None:

@@ -2,9 +2,19 @@
 and for benchmark reports. Torch-free unless a GPU is asked about."""
 from __future__ import annotations
 
+import os
 import platform
+import sys
 
 from .errors import NervError
+
+
+def nvidia_driver() -> bool:
+    """Whether an NVIDIA driver may be present: on Linux its /proc entry (or WSL's GPU device); elsewhere unknown,
+    so True. Asked before importing torch, which costs a second and 200 MB where there can be no CUDA GPU."""
+    if sys.platform != "linux":
+        return True
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/dxg")
 
 
 def cpu_name() -> str:

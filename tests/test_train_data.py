@@ -209,7 +209,7 @@ def test_a_diverged_run_stops_in_one_line_and_keeps_its_last_checkpoint(tmp_path
     cfg = VAETrainConfig(steps=6, lr=1e3, **{**VAE_FAST, "ckpt_every": 1})
     out = tmp_path / "v.pt"
     with pytest.raises(NervError, match=r"train vae: the loss is nan at step 2, so the run diverged \(a smaller --lr "
-                                        rf"may help\); {out} holds the last checkpoint written"):
+                                        rf"may help\); {re.escape(str(out))} holds the last checkpoint written"):
         train_vae(clips, out, preset("tiny", 128), cfg, "cpu", log=tmp_path / "v.csv", show_progress=False)
     kept = ckpt_io.load(out)
     assert kept.train_state["step"] == 1 and all(v.isfinite().all() for v in kept.vae.values())

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NervError
+from ..errors import NervError, install_command
 from ..formats import atomic_write_text
 from . import cases
 from .memory import OWN_SESSIONS, run_in_child
@@ -283,7 +283,7 @@ def step_serve(cfg: CheckConfig) -> dict[str, Any]:
     except ModuleNotFoundError:  # no ray at all
         has_serve = False
     if not has_serve:  # the GPU machines' image lacks it, and its wheel is too big to carry
-        return {"not_run": "ray is not installed (pip install 'nerv-rt[serve]')"}
+        return {"not_run": f"ray is not installed ({install_command('serve')})"}
     gpu = ["--device", "cuda", "--num-gpus", "1"] if cfg.device == "cuda" else ["--device", "cpu"]
     with tempfile.TemporaryDirectory() as tmp:
         doc = run_load(Path(tmp), "default", gpu, cfg.device, "auto", concurrencies=(cfg.serve_concurrency,),

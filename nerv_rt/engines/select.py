@@ -6,10 +6,9 @@ module imports no backend (and no torch); each backend is imported when it is op
 from __future__ import annotations
 
 import importlib.util
-import os
-import sys
 
 from ..errors import NervError, missing_extra, setting, warn
+from ..machine import nvidia_driver
 from ..runtime.sources import ModelSource
 from .base import Backend
 
@@ -24,14 +23,6 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
-
-
-def nvidia_driver() -> bool:
-    """Whether an NVIDIA driver may be present: on Linux its /proc entry (or WSL's GPU device); elsewhere unknown,
-    so True. Asked before importing torch, which costs a second and 200 MB where there can be no CUDA GPU."""
-    if sys.platform != "linux":
-        return True
-    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/dxg")
 
 
 def torch_cuda() -> bool:

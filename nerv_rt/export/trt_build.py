@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import NervError
+from ..errors import NervError, install_command
 from ..formats import atomic_path, sha256_file
 from ..machine import gpu_identity
 from ..models.presets import ModelConfig
@@ -35,13 +35,12 @@ except ImportError:  # the CPU machines: every entry point calls import_tensorrt
 MIN_VERSION = (10, 12)  # strongly typed networks with fp16 / bf16 graphs; 11.x is strongly typed only
 # The builder settings of _build_one: 2 = TF32 cleared at every precision (1: for fp32 engines only)
 BUILD_POLICY = 2
-INSTALL_HELP = "on a CUDA machine: pip install \"nerv-rt[gpu]\" (tensorrt 10.12 to 11.x)"
 
 
 def import_tensorrt(otherwise: str = ""):
     """The tensorrt module, or one clear error: not installed, only its type stubs (`tensorrt-stubs` makes an
     empty `tensorrt` namespace package), or too old. `otherwise` ends the error with what to do without it."""
-    fix = INSTALL_HELP + (f", or {otherwise}" if otherwise else "")
+    fix = f"on a CUDA machine: {install_command('gpu')} (tensorrt 10.12 to 11.x)" + (f", or {otherwise}" if otherwise else "")
     if trt is None or not hasattr(trt, "Builder"):
         raise NervError(f"TensorRT is not installed: {fix}")
     if tuple(int(v) for v in trt.__version__.split(".")[:2]) < MIN_VERSION:
