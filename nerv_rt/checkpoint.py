@@ -85,20 +85,24 @@ def load(path: str | Path) -> Checkpoint:
 
 
 def has_dit(path: str | Path) -> bool:
-    """Whether a checkpoint holds a DiT: a save_pretrained folder says so in its config (no weights read)."""
+    """Whether a checkpoint holds a DiT, without reading its weights: a save_pretrained folder says so in its
+    config; a `.pt` file is memory-mapped (an L checkpoint is about 3 GB)."""
     path = Path(path)
     if path.is_dir():
         return "dit" in read_json(path / CONFIG_FILE, FORMAT, VERSION, "checkpoint").get("parts", [])
-    return load(path).dit is not None
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    return _from_dict(_read_pt(path, mmap=True), path).dit is not None
 
 
-def _read_pt(path: Path) -> dict[str, Any]:
+def _read_pt(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A `.pt` file's dict; `mmap` maps its tensors rather than reading them (zip-format files, torch's default)."""
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == b"PK\x03\x04" and not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint (incomplete zip archive)")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and magic == b"PK\x03\x04")
     except Exception as e:  # any unpickling failure means "not ours"
         raise CheckpointError(f"{path}: not a nerv-rt checkpoint (torch.load cannot read it: {reason(e)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:

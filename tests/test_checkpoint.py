@@ -41,6 +41,29 @@ def test_models_build_from_loaded_checkpoint(tmp_path):
     assert not vae.training and dit is not None
 
 
+def test_has_dit_reads_no_weights(tmp_path):
+    """`bench` and `info` ask has_dit of a checkpoint before anything loads it: the file is mapped, not read (the
+    process grows by far less than the checkpoint's 400 MB)."""
+    import subprocess
+    import sys
+
+    ck = random_checkpoint()
+    big = ckpt_io.Checkpoint(config=ck.config, vae={**ck.vae, "ballast": torch.zeros(100_000_000)}, dit=ck.dit)
+    ckpt_io.save(big, tmp_path / "big.pt")
+    ckpt_io.save(ckpt_io.Checkpoint(config=ck.config, vae=ck.vae), tmp_path / "vae.pt")
+    # the peak RSS of this process image (VmHWM; getrusage's ru_maxrss would include the forking test process's)
+    code = ("import re, sys\nfrom nerv_rt.checkpoint import has_dit\n"
+            "peak = lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+            "has_dit(sys.argv[2])\nbefore = peak()\nanswer = has_dit(sys.argv[1])\nprint(answer, (peak() - before) // 1024)")
+    res = subprocess.run([sys.executable, "-c", code, tmp_path / "big.pt", tmp_path / "vae.pt"], capture_output=True,
+                         text=True)
+    answer, grown_mb = res.stdout.split()
+    assert answer == "True" and int(grown_mb) < 100, res.stdout
+    assert not ckpt_io.has_dit(tmp_path / "vae.pt")
+    with pytest.raises(CheckpointError, match="no such file"):
+        ckpt_io.has_dit(tmp_path / "nope.pt")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         ckpt_io.load(tmp_path / "nope.pt")
