@@ -323,6 +323,11 @@ def test_ddp_two_processes_match_single_process(tmp_path, clips):
     # (amplified by Adam on near-zero gradients) stays far below 1% of it.
     assert update.norm() > 0
     assert drift.norm() < 0.01 * update.norm()
+    resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                              "29518", "-m", "nerv_rt.train", *args[:2], "--steps", "4", *args[4:], "--seed", "1",
+                              "--out", str(tmp_path / "ddp.pt"), "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("its draws from here are not the saved run's") == 1, resumed.stderr  # rank 0's
 
 
 def test_autodecode_encoder_only_stage(tmp_path, clips, tiny_ckpt):

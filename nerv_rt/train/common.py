@@ -123,6 +123,8 @@ def resume_state(train_state: dict, path: Path, kind: str, keys: tuple[str, ...]
     if int(train_state["step"]) > cfg.steps:
         raise NervError(f"--resume: {path} holds step {train_state['step']}, past --steps {cfg.steps}; give --steps "
                         f"{train_state['step']} or more")
+    if dist.is_initialized() and dist.get_rank() != 0:  # under torchrun, rank 0 alone says what changed
+        return train_state
     saved_config = train_state.get("train_config", {})
     saved = saved_config.get("precision", "auto")
     if saved != cfg.precision:
