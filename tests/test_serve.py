@@ -175,6 +175,26 @@ def test_serve_options_from_a_config_are_checked():
             ServeOptions.from_args(args)
 
 
+@pytest.mark.parametrize("label, index", [("x", 1), (2, 2), ("3", 3), ("-1", None), ("9", None), (9, None),
+                                          (True, None), (2.0, None), ("w", None), ([1], None)])
+def test_a_request_reads_its_class_as_generate_does(label, index):
+    """A class named "3" is index 3 in a request as in `generate --class 3` and Pipeline.class_index."""
+    from dataclasses import replace
+
+    from nerv_rt.models.presets import preset
+    from nerv_rt.runtime.pipeline import Pipeline
+    from nerv_rt.serve.request import RequestError, parse_request
+
+    cfg = replace(preset("tiny", 128), num_classes=4, class_names=("3", "x", "y", "z"))
+    body = json.dumps({"class": label}).encode()
+    if index is None:
+        with pytest.raises(RequestError, match="unknown class") as refused:
+            parse_request(body, {128: cfg})
+        assert refused.value.status == 422
+    else:
+        assert parse_request(body, {128: cfg}).label == index == Pipeline.class_index(label, cfg)
+
+
 def test_probes_chunked_bodies_and_class_indices(server):
     with urllib.request.urlopen(urllib.request.Request(f"{server}/healthz", method="HEAD"), timeout=60) as r:
         assert r.status == 200 and r.read() == b""  # a load balancer's HEAD probe

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..diffusion import SAMPLERS
+from ..errors import NervError
 from ..models.presets import ModelConfig
-from ..runtime.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_STEPS
+from ..runtime.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_STEPS, Pipeline
 from ..runtime.sampling import MAX_SEED
 from ..runtime.video_io import save_video
 
@@ -83,14 +84,15 @@ def parse_request(body: bytes, models: dict[int, ModelConfig]) -> GenerateReques
         raise RequestError(422, "res", f"res {res!r} is not served; resolutions: {sorted(models)}"[:200])
     cfg = models[res]
     label = d.get("class")
-    if label is not None:
-        names = cfg.class_names
-        if isinstance(label, str) and label not in names and label.isascii() and label.isdigit():
-            label = int(label)  # "3" is an index, as `generate --class 3` takes it
-        if isinstance(label, str) and label in names:
-            label = names.index(label)
-        elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < cfg.num_classes:
-            raise RequestError(422, "class", f"unknown class {label!r}; classes: {', '.join(names) or f'0..{cfg.num_classes - 1}'}"[:300])
+    if label is not None:  # a name or an index ("3" too), read as `generate --class` reads it
+        unknown = RequestError(422, "class", f"unknown class {label!r}; classes: "
+                                             f"{', '.join(cfg.class_names) or f'0..{cfg.num_classes - 1}'}"[:300])
+        if isinstance(label, bool) or not isinstance(label, (int, str)):
+            raise unknown
+        try:
+            label = Pipeline.class_index(label, cfg)
+        except NervError:
+            raise unknown from None
     sampler = d.get("sampler", "ddim")
     if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise RequestError(422, "sampler", f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
