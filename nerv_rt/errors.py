@@ -92,7 +92,8 @@ def install_source() -> str:
     """What pip installs nerv-rt from: the folder it was installed from (`pip install .` or `-e .` of a checkout,
     from PEP 610's direct_url.json) while that folder exists, else its name on a package index."""
     from importlib.metadata import distributions
-    from urllib.parse import unquote, urlparse
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
 
     # the installed dist-info holds it; a checkout's own nerv_rt.egg-info (a setuptools by-product) may come first
     records = (d.read_text("direct_url.json") for d in distributions(name="nerv-rt"))
@@ -101,7 +102,7 @@ def install_source() -> str:
     except ValueError:
         return "nerv-rt"
     url = urlparse(origin.get("url", ""))
-    folder = unquote(url.path)
+    folder = url2pathname(url.path)  # unquoted; a Windows drive's path too
     return folder if url.scheme == "file" and "dir_info" in origin and os.path.isdir(folder) else "nerv-rt"
 
 

@@ -125,6 +125,7 @@ class _Installed:
 @pytest.mark.parametrize("record, source", [
     ({"url": "file://{tmp}", "dir_info": {}}, "{tmp}"),  # pip install . of a checkout
     ({"url": "file://{tmp}", "dir_info": {"editable": True}}, "{tmp}"),  # pip install -e .
+    ({"url": "file://{tmp}/my%20checkout", "dir_info": {}}, "{tmp}/my checkout"),  # quoted in the URL
     ({"url": "file://{tmp}/gone", "dir_info": {}}, "nerv-rt"),  # the checkout was moved away
     ({"url": "file://{tmp}/nerv_rt-0.1.0-py3-none-any.whl", "archive_info": {}}, "nerv-rt"),  # a wheel
     (None, "nerv-rt")])  # from a package index
@@ -133,6 +134,7 @@ def test_the_install_hint_names_where_nerv_rt_was_installed_from(tmp_path, monke
 
     from nerv_rt.errors import install_source
 
+    (tmp_path / "my checkout").mkdir()
     fill = lambda v: json.loads(json.dumps(v).replace("{tmp}", str(tmp_path)))  # noqa: E731
     found = [_Installed(None), _Installed(fill(record))]  # a checkout's egg-info without the record comes first
     monkeypatch.setattr(importlib.metadata, "distributions", lambda name: iter(found))
