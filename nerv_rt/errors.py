@@ -88,36 +88,45 @@ TORCH_EXTRAS = {"torch", "export", "train", "bench", "test"}  # the extras that 
 CPU_TORCH = "python -m pip install torch --index-url https://download.pytorch.org/whl/cpu"
 
 
-def install_source() -> str:
-    """What pip installs nerv-rt from: the folder it was installed from (`pip install .` or `-e .` of a checkout,
-    from PEP 610's direct_url.json) while that folder exists, else its name on a package index."""
+def install_source() -> tuple[str, bool]:
+    """What pip installs nerv-rt from, and whether it is an editable install: the folder it was installed from
+    (`pip install .` or `-e .` of a checkout, from PEP 610's direct_url.json) while that folder exists, else its
+    name on a package index."""
     from importlib.metadata import distributions
     from urllib.parse import urlparse
     from urllib.request import url2pathname
 
-    # the installed dist-info holds it; a checkout's own nerv_rt.egg-info (a setuptools by-product) may come first
-    records = (d.read_text("direct_url.json") for d in distributions(name="nerv-rt"))
-    try:
+    try:  # called while an error message is built: whatever the record holds, never fail here
+        # the installed dist-info holds it; a checkout's own nerv_rt.egg-info (a setuptools by-product) may come first
+        records = (d.read_text("direct_url.json") for d in distributions(name="nerv-rt"))
         origin = json.loads(next((r for r in records if r), "{}"))
-    except ValueError:
-        return "nerv-rt"
-    url = urlparse(origin.get("url", ""))
-    folder = url2pathname(url.path)  # unquoted; a Windows drive's path too
-    return folder if url.scheme == "file" and "dir_info" in origin and os.path.isdir(folder) else "nerv-rt"
+        url = urlparse(origin.get("url", ""))
+        folder = url2pathname(url.path)  # unquoted; a Windows drive's path too
+        if url.scheme == "file" and isinstance(origin.get("dir_info"), dict) and os.path.isdir(folder):
+            return folder, bool(origin["dir_info"].get("editable"))
+    except Exception:
+        pass
+    return "nerv-rt", False
+
+
+def pip_install(extra: str) -> str:
+    """The pip command that adds `extra` ("" for the base install) to this nerv-rt, installed as it is (an editable
+    install stays editable)."""
+    source, editable = install_source()
+    target = f"{source}[{extra}]" if extra else source
+    return f'python -m pip install {"-e " if editable else ""}"{target}"'
 
 
 def install_command(extra: str) -> str:
-    """The pip command that adds `extra` ("" for the base install) to this nerv-rt. Where torch is not installed
-    and no NVIDIA driver is, the CPU build of torch goes first: pip would otherwise pick the multi-GB CUDA one."""
+    """`pip_install(extra)`; where torch is not installed and no NVIDIA driver is (on Linux), the CPU build of torch
+    goes first: pip would otherwise pick the multi-GB CUDA one."""
     from importlib.util import find_spec
 
     from .machine import nvidia_driver
 
-    source = install_source()
-    command = f'python -m pip install "{source}[{extra}]"' if extra else f'python -m pip install "{source}"'
     if extra in TORCH_EXTRAS and find_spec("torch") is None and not nvidia_driver():
-        command = f"{CPU_TORCH} && {command}"
-    return command
+        return f"{CPU_TORCH} && {pip_install(extra)}"
+    return pip_install(extra)
 
 
 def missing_extra(module: str, extra: str | None = None) -> NervError:

@@ -74,12 +74,12 @@ def test_python_api_without_torch_names_the_extra_for_a_checkpoint(tmp_path):
         "except nerv_rt.NervError as e:\n    print(e)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    from nerv_rt.errors import CPU_TORCH, install_source
+    from nerv_rt.errors import CPU_TORCH, pip_install
     from nerv_rt.machine import nvidia_driver
 
     first = "" if nvidia_driver() else f"{CPU_TORCH} && "  # no GPU here: not the multi-GB CUDA build
     assert res.stdout.strip() == (f"this needs torch, which is not installed: {first}"
-                                  f'python -m pip install "{install_source()}[torch]"')
+                                  f"{pip_install('torch')}")
 
 
 def test_auto_backend_leaves_torch_unimported_without_an_nvidia_driver():
@@ -105,10 +105,10 @@ def test_auto_backend_leaves_torch_unimported_without_an_nvidia_driver():
                                         (["train", "dit", "x", "--vae", "v.pt", "--out", "x.pt"], "train"), (["data", "synth", "--out", "x"], "train"),
                                         (["bench", "--quick"], "bench")])
 def test_base_install_names_the_extra_for_the_rest(tmp_path, args, extra):
-    from nerv_rt.errors import install_source
+    from nerv_rt.errors import pip_install
 
     res = run(*args, cwd=tmp_path, without=BASE_ONLY)
-    assert_clean_error(res, f'python -m pip install "{install_source()}[{extra}]"')
+    assert_clean_error(res, pip_install(extra))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -122,20 +122,22 @@ class _Installed:
         return json.dumps(self.record) if name == "direct_url.json" and self.record is not None else None
 
 
-@pytest.mark.parametrize("record, source", [
-    ({"url": "file://{tmp}", "dir_info": {}}, "{tmp}"),  # pip install . of a checkout
-    ({"url": "file://{tmp}", "dir_info": {"editable": True}}, "{tmp}"),  # pip install -e .
-    ({"url": "file://{tmp}/my%20checkout", "dir_info": {}}, "{tmp}/my checkout"),  # quoted in the URL
-    ({"url": "file://{tmp}/gone", "dir_info": {}}, "nerv-rt"),  # the checkout was moved away
-    ({"url": "file://{tmp}/nerv_rt-0.1.0-py3-none-any.whl", "archive_info": {}}, "nerv-rt"),  # a wheel
-    (None, "nerv-rt")])  # from a package index
-def test_the_install_hint_names_where_nerv_rt_was_installed_from(tmp_path, monkeypatch, record, source):
+@pytest.mark.parametrize("record, command", [
+    ({"url": "file://{tmp}", "dir_info": {}}, 'python -m pip install "{tmp}[torch]"'),  # pip install . of a checkout
+    ({"url": "file://{tmp}", "dir_info": {"editable": True}}, 'python -m pip install -e "{tmp}[torch]"'),  # -e .
+    ({"url": "file://{tmp}/my%20checkout", "dir_info": {}}, 'python -m pip install "{tmp}/my checkout[torch]"'),
+    ({"url": "file://{tmp}/gone", "dir_info": {}}, 'python -m pip install "nerv-rt[torch]"'),  # moved away since
+    ({"url": "file://{tmp}/nerv_rt-0.1.0-py3-none-any.whl", "archive_info": {}},
+     'python -m pip install "nerv-rt[torch]"'),  # a wheel
+    ({"url": "file://{tmp}", "dir_info": "?"}, 'python -m pip install "nerv-rt[torch]"'),  # a record not as PEP 610's
+    (None, 'python -m pip install "nerv-rt[torch]"')])  # from a package index
+def test_the_install_hint_names_where_nerv_rt_was_installed_from(tmp_path, monkeypatch, record, command):
     import importlib.metadata
 
-    from nerv_rt.errors import install_source
+    from nerv_rt.errors import pip_install
 
     (tmp_path / "my checkout").mkdir()
     fill = lambda v: json.loads(json.dumps(v).replace("{tmp}", str(tmp_path)))  # noqa: E731
     found = [_Installed(None), _Installed(fill(record))]  # a checkout's egg-info without the record comes first
     monkeypatch.setattr(importlib.metadata, "distributions", lambda name: iter(found))
-    assert install_source() == fill(source)
+    assert pip_install("torch") == fill(command)

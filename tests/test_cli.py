@@ -383,8 +383,8 @@ def test_generate_refuses_a_chunk_beyond_memory(tmp_path, tiny_ckpt):
                                                   (["data", "synth", "--n", "1"], "scipy", "train"),
                                                   (["bench", "--quick"], "diffusers", "bench")])
 def test_missing_extra_is_one_clear_line(tmp_path, args, hidden, extra):
-    from nerv_rt.errors import install_source
+    from nerv_rt.errors import pip_install
 
     res = run(*args, "--out", tmp_path / "o", without=(hidden,))
-    assert_clean_error(res, f'python -m pip install "{install_source()}[{extra}]"')
+    assert_clean_error(res, pip_install(extra))
     assert not (tmp_path / "o").exists()
