@@ -205,15 +205,26 @@ def test_resume_at_another_precision_warns(tmp_path, clips):
 
 
 def test_a_diverged_run_stops_in_one_line_and_keeps_its_last_checkpoint(tmp_path, clips):
-    """lr 1e3 turns the loss NaN at the second step: the run ends before that step touches a weight."""
+    """lr 1e3 turns the loss NaN within a few steps: the run ends before that step reaches a checkpoint."""
     cfg = VAETrainConfig(steps=6, lr=1e3, **{**VAE_FAST, "ckpt_every": 1})
     out = tmp_path / "v.pt"
-    with pytest.raises(NervError, match=r"train vae: the loss is nan at step 2, so the run diverged \(a smaller --lr "
-                                        rf"may help\); {re.escape(str(out))} holds the last checkpoint written"):
+    with pytest.raises(NervError, match=r"train vae: the (loss|gradient norm) is (nan|inf|-inf) at step (\d+), so the "
+                                        r"run diverged \(a smaller --lr may help\); "
+                                        rf"{re.escape(str(out))} holds the last checkpoint written") as stopped:
         train_vae(clips, out, preset("tiny", 128), cfg, "cpu", log=tmp_path / "v.csv", show_progress=False)
     kept = ckpt_io.load(out)
-    assert kept.train_state["step"] == 1 and all(v.isfinite().all() for v in kept.vae.values())
+    assert kept.train_state["step"] == int(re.search(r"at step (\d+)", str(stopped.value))[1]) - 1
+    assert all(v.isfinite().all() for v in kept.vae.values())
     assert np.isfinite(_csv_column(tmp_path / "v.csv", "loss")).all()
+
+
+def test_a_gradient_norm_that_is_not_finite_stops_the_run(tmp_path):
+    from nerv_rt.train.common import stop_if_diverged
+
+    stop_if_diverged(torch.tensor(3.0), 0, "train dit", tmp_path / "d.pt", "gradient norm")
+    with pytest.raises(NervError, match=r"^train dit: the gradient norm is inf at step 8, so the run diverged \(a "
+                                        r"smaller --lr may help\); no checkpoint was written$"):
+        stop_if_diverged(torch.tensor(float("inf")), 7, "train dit", tmp_path / "d.pt", "gradient norm")
 
 
 def test_refuses_more_frames_per_step_than_a_clip_has(tmp_path, clips):

@@ -40,6 +40,8 @@ from .common import (
 from .losses import check_frames_per_clip, check_frames_per_step, psnr_from_mse, reconstruction_loss
 from .precision import check_precision, check_run_config
 
+DIVERGED_FIX = "a smaller --lr, --token-lr or --encoder-lr"  # any of the three rates can diverge a run
+
 
 @dataclass
 class AutodecodeConfig:
@@ -205,18 +207,22 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
                     token_l2 = F.mse_loss(mean.float(), tokens.detach())
                     enc_loss, enc_l2 = reconstruction_loss(decoder(mean, t), target, cfg.temporal_weight)
                     loss = loss + enc_loss + cfg.encoder_weight * token_l2
-            stop_if_diverged(loss, step, "train autodecode", out)
+            stop_if_diverged(loss, step, "train autodecode", out, fix=DIVERGED_FIX)
             opt.zero_grad(set_to_none=True)
             enc_opt.zero_grad(set_to_none=True)
             bank_opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.lr > 0:  # both norms are checked before either optimizer steps
+                stop_if_diverged(torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0), step, "train autodecode",
+                                 out, "decoder's gradient norm", DIVERGED_FIX)
+            if trains_encoder:
+                stop_if_diverged(torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0), step, "train autodecode",
+                                 out, "encoder's gradient norm", DIVERGED_FIX)
             if cfg.lr > 0:
-                torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
                 opt.step()
             if cfg.token_lr > 0:
                 bank_opt.step()
             if trains_encoder:
-                torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
                 enc_opt.step()
             psnr = psnr_from_mse(l2.detach()).item()
             csv_log.write(step + 1, {"loss": loss.item(), "l2": l2.item(), "psnr": psnr, "encoder_l2": enc_l2.item(),

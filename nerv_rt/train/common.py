@@ -137,18 +137,20 @@ def resume_state(train_state: dict, path: Path, kind: str, keys: tuple[str, ...]
     return train_state
 
 
-def stop_if_diverged(loss: torch.Tensor, step: int, command: str, out: Path) -> None:
-    """End a run whose loss turned NaN or infinite (a diverged run, e.g. too large a --lr) in one line, before the
-    step updates any weight, so the checkpoint last written stays the last good one. Under DDP every rank stops
-    together (a rank that stopped alone would leave the others waiting in their next all-reduce)."""
-    diverged = (~torch.isfinite(loss.detach())).float()
+def stop_if_diverged(value: torch.Tensor, step: int, command: str, out: Path, what: str = "loss",
+                     fix: str = "a smaller --lr") -> None:
+    """End a run whose loss (or gradient norm: `what`) turned NaN or infinite (a diverged run, e.g. too large a
+    --lr) in one line, before the optimizer applies it, so the checkpoint last written stays the last good one.
+    Under DDP every rank stops together (a rank that stopped alone would leave the others waiting in their next
+    all-reduce)."""
+    diverged = (~torch.isfinite(value.detach())).float()
     if dist.is_initialized():
         dist.all_reduce(diverged)
     if diverged.item():
-        value = loss.item()
-        which = f"the loss is {value}" if not math.isfinite(value) else "another process's loss is not finite"
+        number = value.item()
+        which = f"the {what} is {number}" if not math.isfinite(number) else f"another process's {what} is not finite"
         kept = f"{out} holds the last checkpoint written" if out.exists() else "no checkpoint was written"
-        raise NervError(f"{command}: {which} at step {step + 1}, so the run diverged (a smaller --lr may help); {kept}")
+        raise NervError(f"{command}: {which} at step {step + 1}, so the run diverged ({fix} may help); {kept}")
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

@@ -233,7 +233,8 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
             stop_if_diverged(loss, step, "train dit", out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+            stop_if_diverged(grad_norm, step, "train dit", out, "gradient norm")
             opt.step()
             ema_update(ema, dit, cfg.ema)
             if d.main:

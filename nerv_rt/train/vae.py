@@ -176,7 +176,8 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
             stop_if_diverged(loss, step, "train vae", out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            stop_if_diverged(grad_norm, step, "train vae", out, "gradient norm")
             opt.step()
 
             d_loss = torch.zeros(())
