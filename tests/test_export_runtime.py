@@ -193,6 +193,36 @@ def test_pipeline_input_errors(tiny_export, tiny_ckpt, monkeypatch):
         pipe.generate(n=100000, steps=1)
 
 
+def test_wrong_types_and_values_are_one_error_naming_the_argument(tiny_export, tmp_path):
+    """What a program might pass by mistake: one NervError naming the argument, not a TypeError from pathlib or
+    numpy, and no black video decoded from NaN tokens."""
+    pipe = Pipeline.load(tiny_export, backend="onnxruntime")
+    tokens = pipe.sample_tokens(steps=1)
+    for call, msg in [
+        (lambda: pipe.decode(np.full(tokens.shape, np.nan, np.float32)), "^tokens must be finite numbers"),
+        (lambda: pipe.decode(np.full(tokens.shape, "a")), "^tokens must be .* of real numbers, got dtype <U1$"),
+        (lambda: pipe.decode(np.zeros(tokens.shape, complex)), "of real numbers, got dtype complex128$"),
+        (lambda: pipe.sample([(0, 0)]), r"^videos must hold VideoDraw\(seed, index, label\), got \(0, 0\)$"),
+        (lambda: pipe.sample(nerv_rt.VideoDraw(0)), r"^videos must be a list of VideoDraw; for one video pass"),
+        (lambda: pipe.sample([]), "^videos is empty"),
+        (lambda: pipe.generate(res="128"), "^res must be a whole number, got '128'$"),
+        (lambda: pipe.generate(res=128.0), "^res must be a whole number, got 128.0$"),
+        (lambda: pipe.generate(steps=1, progress=5), "^progress must be a function or None, got 5$"),
+        (lambda: Pipeline.load(None), r"^source must be a path \(str or pathlib.Path\), got None$"),
+        (lambda: Pipeline.load(tiny_export, cuda_graph="yes"), "^cuda_graph must be None, True or False, got 'yes'$"),
+        (lambda: pipe.render(tokens, None), "^path must be a path"),
+        (lambda: pipe.render(tokens, [None]), r"^path\[0\] must be a path"),
+        (lambda: nerv_rt.save_video(np.zeros((2, 8, 8, 3), np.uint8), None), "^path must be a path"),
+        (lambda: nerv_rt.read_video(None), "^path must be a path")]:
+        with pytest.raises(NervError, match=msg):
+            call()
+    (tmp_path / "clip.gif").write_bytes(b"GIF89a")  # a wrong file: named as such, with or without torch installed
+    with pytest.raises(NervError, match="clip.gif: not a nerv-rt checkpoint \\(a torch .pt file\\), an export folder"):
+        Pipeline.load(tmp_path / "clip.gif")
+    folder = pipe.render(tokens, tmp_path / "frames", frames=None)[0]  # frames as decode's: 16 when not given
+    assert len(list(folder.glob("*.png"))) == 16
+
+
 def test_a_pickled_pipeline_reopens_its_source_from_another_folder(tiny_export, tmp_path, monkeypatch):
     import copy
     import pickle

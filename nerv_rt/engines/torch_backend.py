@@ -48,7 +48,7 @@ class TorchBackend(Backend):
         if precision not in PRECISIONS:
             raise NervError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         if precision != "fp32" and device != "cuda":
-            raise NervError(f"{precision} runs on CUDA only; use fp32 on CPU")
+            raise NervError(f"{setting('precision', precision)} runs on CUDA only; use fp32 on CPU")
         self.name = "torch-cudagraph" if capture else "torch"
         self.device, self.precision, self.can_capture = device, precision, capture
         self.torch_device = torch.device(device)

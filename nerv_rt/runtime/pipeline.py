@@ -9,6 +9,7 @@ exported graphs and onnxruntime this module never imports torch.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -24,7 +25,7 @@ from ..engines import Backend, open_backend
 from ..engines.base import Array
 from ..errors import NervError, option
 from ..models.presets import ModelConfig
-from .args import check_ints, check_numbers
+from .args import check_callable, check_ints, check_numbers, check_paths
 from .frames import frame_times, to_uint8
 from .memory import check_fits, decoder_bytes_per_frame, max_chunk
 from .sampling import MAX_SEED, DeviceInputs, VideoDraw, denoise, prepare_inputs
@@ -129,14 +130,20 @@ def check_frames(frames: int) -> None:
 
 
 def as_tokens(tokens: Array | np.ndarray | Sequence) -> Array | np.ndarray:
-    """Tokens as given when they are an array (numpy, or the backend's own), else a float32 numpy array of them
-    (nested lists)."""
-    if hasattr(tokens, "shape"):
+    """Tokens as given when they are the backend's own array (or torch's), else a numpy array of them, checked
+    here: real, finite numbers (NaN tokens decode to black frames without a word)."""
+    if hasattr(tokens, "shape") and not isinstance(tokens, np.ndarray):
         return tokens
-    try:
-        return np.asarray(tokens, np.float32)
-    except (TypeError, ValueError) as e:
-        raise NervError(f"tokens must be an array (n, N, d_z) of numbers: {e}") from None
+    if not isinstance(tokens, np.ndarray):
+        try:
+            tokens = np.asarray(tokens, np.float32)
+        except (TypeError, ValueError) as e:
+            raise NervError(f"tokens must be an array (n, N, d_z) of numbers: {e}") from None
+    if tokens.dtype.kind not in "biuf":
+        raise NervError(f"tokens must be an array (n, N, d_z) of real numbers, got dtype {tokens.dtype}")
+    if not np.isfinite(tokens).all():
+        raise NervError("tokens must be finite numbers (they hold NaN or infinity)")
+    return tokens
 
 
 def default_fps(cfg: ModelConfig, frames: int) -> Fraction:
@@ -176,6 +183,9 @@ class Pipeline:
         on CUDA; off for onnxruntime, where True turns on ONNX Runtime's own CUDA graphs). A source with no
         graphs of `precision` (onnxruntime), no packages for this device (aoti) or no engines (tensorrt) fails
         here; graphs load when first used (`load_graphs` loads the DiT and decoder now)."""
+        check_paths(source=source)
+        if cuda_graph not in (None, True, False):
+            raise NervError(f"cuda_graph must be None, True or False, got {cuda_graph!r:.80}")
         models = []
         for src in resolve(source):
             be = open_backend(backend, src, device, precision, cuda_graph)
@@ -201,6 +211,7 @@ class Pipeline:
     def model(self, res: int | None = None) -> _Model:
         if res is None:
             return self.models[self.resolutions[0]]
+        check_ints(res=res)
         if res not in self.models:
             raise NervError(f"{option('res')} {res} is not available; this model has {', '.join(map(str, self.resolutions))}")
         return self.models[res]
@@ -246,6 +257,7 @@ class Pipeline:
         """Weight tokens (n, N, d_z) of videos first .. first+n-1 of `seed`, in the decoder's scale, as the
         backend's array type (device-resident on GPU backends: hand them to `decode` without a host copy)."""
         check_sampling(steps, sampler, guidance, eta, n, seed)
+        check_callable(progress=progress)
         check_ints(first=first)
         if first < 0:
             raise NervError(f"first must be >= 0, got {first}")
@@ -268,6 +280,14 @@ class Pipeline:
                progress: Callable[[int], None] | None = None) -> Array:
         """One sampling run of the given videos (each its own seed, index and class; a server batches
         requests this way), at most the backend's batch; tokens (n, N, d_z) in the decoder's scale."""
+        if isinstance(videos, VideoDraw):
+            raise NervError("videos must be a list of VideoDraw; for one video pass [VideoDraw(...)]")
+        if not videos:
+            raise NervError("videos is empty: give at least one VideoDraw")
+        for v in videos:
+            if not isinstance(v, VideoDraw):
+                raise NervError(f"videos must hold VideoDraw(seed, index, label), got {v!r:.80}")
+        check_callable(progress=progress)
         m = self.model(res)
         cfg = m.config
         check_sampling(steps, sampler, guidance, eta, len(videos))
@@ -318,17 +338,21 @@ class Pipeline:
         m = self.model_for_tokens(tokens, res)
         return self._chunks(m, tokens, self._decode_times(m, frames, frame_t, chunk), chunk)
 
-    def render(self, tokens: Array | np.ndarray, path: str | Path | Sequence[Path], frames: int = 16,
+    def render(self, tokens: Array | np.ndarray, path: str | Path | Sequence[Path], frames: int | None = None,
                res: int | None = None, chunk: int = 16, fps: float | None = None,
                timings: dict | None = None) -> list[Path]:
         """Decode tokens (n, N, d_z) straight into video files, one chunk at a time: unlike `decode`, memory
         does not grow with the frame count (.mp4 and PNG folders; a .gif is assembled in memory). `path` is
-        one path (several videos go to <stem>-0<ext>, <stem>-1<ext>, ...) or one path per video. `fps` defaults
-        to the rate that keeps the training clip's duration (`default_fps`). `timings`, if given, receives
-        decode_s and write_s."""
+        one path (several videos go to <stem>-0<ext>, <stem>-1<ext>, ...) or one path per video. `frames` as
+        `decode`'s (16 when not given). `fps` defaults to the rate that keeps the training clip's duration
+        (`default_fps`). `timings`, if given, receives decode_s and write_s."""
         tokens = as_tokens(tokens)
         m = self.model_for_tokens(tokens, res)
-        paths = output_paths(path, tokens.shape[0]) if isinstance(path, (str, Path)) else [Path(p) for p in path]
+        if isinstance(path, (str, os.PathLike)):
+            paths = output_paths(path, tokens.shape[0])
+        else:  # one path per video
+            check_paths(**({f"path[{i}]": p for i, p in enumerate(path)} if isinstance(path, Sequence) else {"path": path}))
+            paths = [Path(p) for p in path]
         if len(paths) != tokens.shape[0]:
             raise NervError(f"{len(paths)} output paths for {tokens.shape[0]} videos")
         if len({p.resolve() for p in paths}) != len(paths):
@@ -336,7 +360,7 @@ class Pipeline:
         for p in paths:
             check_output_path(p)
         times = self._decode_times(m, frames, None, chunk)
-        fps = default_fps(m.config, frames) if fps is None else fps
+        fps = default_fps(m.config, len(times)) if fps is None else fps
         check_fps(fps)
         if any(p.suffix.lower() == ".gif" for p in paths):  # GIF writers need every frame at once
             check_fits(4 * len(times) * m.config.res ** 2 * 3, f"a .gif of {len(times)} frames at {m.config.res}^2",

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import NervError, option, warn
 from ..formats import FolderOutput, atomic_path, check_replaceable, named_path
-from .args import check_ints, check_numbers
+from .args import check_ints, check_numbers, check_paths
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -120,6 +120,7 @@ def save_video(video: np.ndarray, path: str | Path, fps: float = 8, quality: str
     The extension picks the format: .mp4 (H.264, yuv420p), .gif, or no extension for a folder of
     frame_00000.png ... files. Several videos are written as <stem>-0<ext>, <stem>-1<ext>, ...
     """
+    check_paths(path=path)
     video = np.asarray(video)
     if video.dtype != np.uint8 or video.ndim not in (4, 5) or video.shape[-1] != 3 or 0 in video.shape:
         raise NervError(f"save_video expects uint8 [F, H, W, 3] or [n, F, H, W, 3] with at least one frame, got "
@@ -187,6 +188,7 @@ def read_video(path: str | Path, start: int = 0, count: int | None = None, size:
     """
     import av
 
+    check_paths(path=path)
     check_ints(start=start, **({} if count is None else {"count": count}), **({} if size is None else {"size": size}))
     if start < 0 or (count is not None and count < 1) or (size is not None and size < 1):
         raise NervError(f"read_video needs start >= 0, count >= 1 (or None: all) and size >= 1 (or None), got start "
