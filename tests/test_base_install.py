@@ -66,9 +66,11 @@ def test_python_api_without_torch_names_the_extra_for_a_checkpoint(tmp_path):
     import subprocess
     import sys
 
+    from nerv_rt import checkpoint as ckpt_io
+    from tests.conftest import random_checkpoint
     from tests.test_cli import HIDE_MODULES, ROOT
 
-    (tmp_path / "x.pt").write_bytes(b"weights")
+    ckpt_io.save(random_checkpoint(), tmp_path / "x.pt")  # a real one: a file that is not torch's is refused as such
     code = HIDE_MODULES.format(hidden=set(BASE_ONLY)) + (
         f"import nerv_rt\ntry:\n    nerv_rt.Pipeline.load({str(tmp_path / 'x.pt')!r})\n"
         "except nerv_rt.NervError as e:\n    print(e)")
