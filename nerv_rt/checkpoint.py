@@ -15,7 +15,15 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError, reason
 from .formats import CHECKPOINT_FORMAT as FORMAT
 from .formats import CHECKPOINT_VERSION as VERSION
-from .formats import CONFIG_FILE, WEIGHTS_FILE, atomic_path, atomic_write_text, check_version, read_json
+from .formats import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    atomic_path,
+    atomic_write_text,
+    check_version,
+    read_json,
+    torch_file_format,
+)
 from .models.presets import ModelConfig
 
 STATE_PARTS = ("vae", "dit", "ema")
@@ -97,12 +105,11 @@ def has_dit(path: str | Path) -> bool:
 
 def _read_pt(path: Path, mmap: bool = False) -> dict[str, Any]:
     """A `.pt` file's dict; `mmap` maps its tensors rather than reading them (zip-format files, torch's default)."""
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+    kind = torch_file_format(path)
+    if kind == "zip" and not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint (incomplete zip archive)")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and magic == b"PK\x03\x04")
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and kind == "zip")
     except Exception as e:  # any unpickling failure means "not ours"
         raise CheckpointError(f"{path}: not a nerv-rt checkpoint (torch.load cannot read it: {reason(e)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:

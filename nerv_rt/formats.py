@@ -23,6 +23,14 @@ EXPORT_FORMAT, EXPORT_VERSION = "nerv-rt/export", 2
 CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE = "config.json", "model.safetensors", "manifest.json"
 
 
+def torch_file_format(path: Path) -> str | None:
+    """By its first bytes, the format torch.save wrote `path` in: "zip" (its default since torch 1.6) or "pickle"
+    (the legacy format); None for a file torch.save did not write. Read without torch."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    return "zip" if magic == b"PK\x03\x04" else "pickle" if magic[:1] == b"\x80" else None
+
+
 def read_json(path: Path, fmt: str, version: int, what: str) -> dict[str, Any]:
     """Parse `path` and check its format marker and version; CheckpointError says what is wrong."""
     try:

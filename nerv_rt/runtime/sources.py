@@ -17,6 +17,7 @@ from ..formats import (
     MANIFEST_FILE,
     read_json,
     sha256_checkpoint,
+    torch_file_format,
 )
 from ..models.presets import ModelConfig
 
@@ -87,9 +88,7 @@ def _config(raw: Any, path: Path) -> ModelConfig:
 
 def _single(path: Path, origin: str) -> ModelSource | None:
     if path.is_file():
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        if torch_file_format(path) is None:
             raise CheckpointError(f"{path}: not a nerv-rt checkpoint (a torch .pt file), an export folder or a "
                                   "checkpoint folder")
         require("torch", "safetensors", extra="torch")  # only .pt files need torch: one line naming the extra
