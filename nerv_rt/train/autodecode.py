@@ -29,6 +29,7 @@ from .common import (
     CsvLog,
     autocast,
     check_out_path,
+    clip_gradients,
     lr_at,
     pick_device,
     progress_bar,
@@ -213,11 +214,9 @@ def train_autodecode(data_dir: Path, init: Path, out: Path, cfg: AutodecodeConfi
             bank_opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.lr > 0:  # both norms are checked before either optimizer steps
-                stop_if_diverged(torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0), step, "train autodecode",
-                                 out, "decoder's gradient norm", DIVERGED_FIX)
+                clip_gradients(decoder.parameters(), step, "train autodecode", out, "decoder's gradient norm", DIVERGED_FIX)
             if trains_encoder:
-                stop_if_diverged(torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0), step, "train autodecode",
-                                 out, "encoder's gradient norm", DIVERGED_FIX)
+                clip_gradients(encoder.parameters(), step, "train autodecode", out, "encoder's gradient norm", DIVERGED_FIX)
             if cfg.lr > 0:
                 opt.step()
             if cfg.token_lr > 0:

@@ -153,6 +153,13 @@ def stop_if_diverged(value: torch.Tensor, step: int, command: str, out: Path, wh
         raise NervError(f"{command}: {which} at step {step + 1}, so the run diverged ({fix} may help); {kept}")
 
 
+def clip_gradients(parameters, step: int, command: str, out: Path, what: str = "gradient norm",
+                   fix: str = "a smaller --lr") -> None:
+    """Clip the gradients' norm to 1, and stop a run whose norm is NaN or infinite (stop_if_diverged) before its
+    optimizer steps: clipping an infinite norm would write NaN weights."""
+    stop_if_diverged(torch.nn.utils.clip_grad_norm_(parameters, 1.0), step, command, out, what, fix)
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator for one step's global draws: the same on every rank, and on resume."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)

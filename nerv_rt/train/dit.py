@@ -37,6 +37,7 @@ from .common import (
     autocast,
     check_out_path,
     check_run_kind,
+    clip_gradients,
     ema_update,
     lr_at,
     progress_bar,
@@ -233,8 +234,7 @@ def _train(data: VideoFolder, base: ckpt_io.Checkpoint, out: Path, cfg: DiTTrain
             stop_if_diverged(loss, step, "train dit", out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-            stop_if_diverged(grad_norm, step, "train dit", out, "gradient norm")
+            clip_gradients(dit.parameters(), step, "train dit", out)
             opt.step()
             ema_update(ema, dit, cfg.ema)
             if d.main:

@@ -22,6 +22,7 @@ from .common import (
     CsvLog,
     autocast,
     check_out_path,
+    clip_gradients,
     lr_at,
     pick_device,
     progress_bar,
@@ -112,8 +113,7 @@ def train_encoder(data_dir: Path, init: Path, out: Path, cfg: EncoderStageConfig
             stop_if_diverged(loss, step, "train encoder", out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            stop_if_diverged(grad_norm, step, "train encoder", out, "gradient norm")
+            clip_gradients(encoder.parameters(), step, "train encoder", out)
             opt.step()
             psnr = psnr_from_mse(l2.detach()).item()
             csv_log.write(step + 1, {"loss": loss.item(), "l2": l2.item(), "psnr": psnr, "lr": lr})

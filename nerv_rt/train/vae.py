@@ -18,6 +18,7 @@ from .common import (
     autocast,
     check_out_path,
     check_run_kind,
+    clip_gradients,
     lr_at,
     progress_bar,
     resume_state,
@@ -176,8 +177,7 @@ def _train(data: VideoFolder, out: Path, model_cfg: ModelConfig, cfg: VAETrainCo
             stop_if_diverged(loss, step, "train vae", out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            stop_if_diverged(grad_norm, step, "train vae", out, "gradient norm")
+            clip_gradients(vae.parameters(), step, "train vae", out)
             opt.step()
 
             d_loss = torch.zeros(())
