@@ -106,7 +106,12 @@ def test_eval_recon_refine_steps(tmp_path, clips_dir, tiny_ckpt, tiny_export):
     assert refined["psnr"] > plain["psnr"] + 0.1, (plain, refined)
     ck = ckpt_io.load(tiny_ckpt)
     ckpt_io.save(replace(ck, config=replace(ck.config, refine_steps=10)), tmp_path / "r10.pt")
-    assert recon(tmp_path / "r10.pt") == refined  # the model's default
+    # the model's default: the same 10 steps (two processes' refinements agree to float32 rounding, not bit for bit:
+    # CI saw them differ in the 7th digit once, as oneDNN's multithreaded backward need not sum in one order)
+    default = recon(tmp_path / "r10.pt")
+    assert default.keys() == refined.keys() and default["refine_steps"] == 10
+    assert all(default[k] == (pytest.approx(v, rel=1e-5) if isinstance(v, float) else v)
+               for k, v in refined.items()), (default, refined)
     export = tmp_path / "export"
     shutil.copytree(tiny_export, export)
     manifest = json.loads((export / "manifest.json").read_text())
